@@ -48,14 +48,22 @@ def plan(
     saga_id: str,
     *,
     refuse: set[str] | frozenset[str] = frozenset(),
+    refusals: dict[str, int] | None = None,
     transient: dict[str, int] | None = None,
     compensation_failures: dict[str, int] | None = None,
     act_then_hang: dict[str, float] | None = None,
     slow: dict[str, float] | None = None,
 ) -> None:
-    """Script how the participant behaves for one saga (by step name)."""
+    """Script how the participant behaves for one saga (by step name).
+
+    refuse: always refuse (a business error); refusals: refuse this many times; transient:
+    fail this many times with a retryable error; compensation_failures: fail the undo this many
+    times (ALWAYS for ever, until fix()); act_then_hang: take effect, then hang this long on the
+    first attempt; slow: take this long (heartbeating) before taking effect.
+    """
     spec = {
         "refuse": sorted(refuse),
+        "refusals": refusals or {},
         "transient": transient or {},
         "compensation_failures": compensation_failures or {},
         "act_then_hang": act_then_hang or {},
@@ -68,9 +76,17 @@ def plan(
 def get_plan(saga_id: str) -> dict[str, Any]:
     with closing(_db()) as db:
         row = db.execute("SELECT plan FROM plans WHERE saga_id = ?", (saga_id,)).fetchone()
-    return json.loads(row[0]) if row else {
-        "refuse": [], "transient": {}, "compensation_failures": {}, "act_then_hang": {}, "slow": {}
-    }
+    if row is None:
+        return {
+            "refuse": [],
+            "refusals": {},
+            "transient": {},
+            "compensation_failures": {},
+            "act_then_hang": {},
+            "slow": {},
+        }
+    spec: dict[str, Any] = json.loads(row[0])
+    return spec
 
 
 def take_fault(saga_id: str, kind: str, step: str) -> bool:

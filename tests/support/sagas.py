@@ -62,7 +62,7 @@ def participant(step: str) -> tuple[Any, Any]:
         info = step_info()
         ledger.record_call(info.saga_id, info.step, "forward", info.attempt)
         spec = ledger.get_plan(info.saga_id)
-        if info.step in spec["refuse"]:
+        if info.step in spec["refuse"] or ledger.take_fault(info.saga_id, "refusals", info.step):
             raise ApplicationError(f"{info.step} refused", type="Refused", non_retryable=True)
         if ledger.take_fault(info.saga_id, "transient", info.step):
             raise ApplicationError(f"{info.step} temporarily unavailable", type="Unavailable")
