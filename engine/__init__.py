@@ -84,6 +84,7 @@ __all__ = [
     "SagaState",
     "SagaStatus",
     "SagaSummary",
+    "Step",
     "StepFailed",
     "StepInfo",
     "StepKind",

@@ -106,7 +106,8 @@ class SagaClient:
         try:
             description = await handle.describe()
             if description.status == WorkflowExecutionStatus.RUNNING:
-                return await handle.query("state", result_type=SagaState)
+                state: SagaState = await handle.query("state", result_type=SagaState)
+                return state
             if description.status == WorkflowExecutionStatus.COMPLETED:
                 return await handle.result()
         except RPCError as exc:
@@ -190,7 +191,8 @@ class SagaClient:
         handle = self._handle(saga_id)
         args = [] if arg is None else [arg]
         try:
-            return await handle.execute_update(name, args=args, result_type=SagaState)
+            state: SagaState = await handle.execute_update(name, args=args, result_type=SagaState)
+            return state
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == CONFLICT:

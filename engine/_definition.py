@@ -70,9 +70,7 @@ def activity_name(fn: Callable[..., Any]) -> str:
     return defn.name
 
 
-def _call_with_results(
-    fn: Callable[..., Any], saga_input: BaseModel, results: Results
-) -> Any:
+def _call_with_results(fn: Callable[..., Any], saga_input: BaseModel, results: Results) -> Any:
     """Call a user callback that takes ``(input)`` or ``(input, results)``."""
     if _arity(fn) >= 2:
         return fn(saga_input, results)
@@ -81,9 +79,7 @@ def _call_with_results(
 
 def _arity(fn: Callable[..., Any]) -> int:
     params = inspect.signature(fn).parameters.values()
-    return sum(
-        1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    )
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 @dataclass(frozen=True)
@@ -199,6 +195,11 @@ class SagaDefinition(Generic[InputT]):
         self.deadline = deadline
         self.description = description
 
+    @property
+    def activities(self) -> list[Callable[..., Any]]:
+        """Every activity the saga may call: the worker registers them."""
+        raise NotImplementedError
+
     def validate_input(self, data: Any) -> InputT:
         """Parse and validate raw input (dict, JSON string or model) into the input model."""
         from pydantic import ValidationError
@@ -284,7 +285,11 @@ class ImperativeSaga(SagaDefinition[InputT]):
             except TypeError as exc:
                 raise SagaDefinitionError(f"saga {name!r}: {exc}") from None
         self.run = run
-        self.activities = list(activities)
+        self._activities = list(activities)
+
+    @property
+    def activities(self) -> list[Callable[..., Any]]:
+        return list(self._activities)
 
 
 def _check_stages(saga: str, stages: tuple[Stage, ...]) -> None:

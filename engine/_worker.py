@@ -24,7 +24,7 @@ def saga_activities(sagas: Sequence[SagaDefinition[Any]]) -> list[Callable[..., 
     """The activities that the given sagas call, each once."""
     by_name: dict[str, Callable[..., Any]] = {}
     for saga in sagas:
-        for fn in saga.activities:  # type: ignore[attr-defined]
+        for fn in saga.activities:
             by_name.setdefault(activity_name(fn), fn)
     return list(by_name.values())
 

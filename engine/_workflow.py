@@ -23,6 +23,7 @@ How it is put together (the reasons are in DESIGN.md, "Execution rules"):
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -136,9 +137,7 @@ class SagaWorkflow:
         if definition is None:
             # A task failure, not a workflow failure: Temporal retries the task, so a worker
             # that does know this saga type (or a fixed deployment) picks the saga up.
-            raise RuntimeError(
-                f"saga type {info.workflow_type!r} is not registered on this worker"
-            )
+            raise RuntimeError(f"saga type {info.workflow_type!r} is not registered on this worker")
         self._definition = definition
         self._started_at = self._updated_at = workflow.now()
         try:
@@ -159,8 +158,8 @@ class SagaWorkflow:
                 # Only imperative code can get here (retriable steps never fail): a bug in the
                 # saga code after the point of no return. Fail the task so Temporal retries it
                 # and the saga resumes once the code is fixed; never compensate past the pivot.
-                exc = forward.exception() if not forward.cancelled() else None
-                raise RuntimeError(f"saga failed after its pivot: {self._error}") from exc
+                cause = forward.exception() if not forward.cancelled() else None
+                raise RuntimeError(f"saga failed after its pivot: {self._error}") from cause
             await self._uncancellable(self._compensate_until_settled())
         else:
             self._phase = SagaStatus.COMPLETED
@@ -191,7 +190,7 @@ class SagaWorkflow:
                 await workflow.wait_condition(
                     lambda: forward.done() or self._cancel is not None, timeout=timeout
                 )
-            except asyncio.TimeoutError:
+            except builtins.TimeoutError:
                 if not self._pivot_started and self._cancel is None:
                     self._cancel = CancelRequest(reason="deadline exceeded")
                 deadline = None
@@ -287,7 +286,7 @@ class SagaWorkflow:
             await workflow.wait_condition(
                 lambda: name in self._decisions, timeout=step.approval.timeout
             )
-        except asyncio.TimeoutError:
+        except builtins.TimeoutError:
             self._end_step(state, StepStatus.FAILED, error="approval timed out")
             raise StepFailed(name, "approval timed out") from None
         except asyncio.CancelledError:
@@ -371,7 +370,9 @@ class SagaWorkflow:
     # ---------------------------------------------------------- compensation
 
     async def _compensate_until_settled(self) -> None:
-        to_undo = [s for unit in reversed(self._units) for s in unit.started if s.needs_compensation]
+        to_undo = [
+            s for unit in reversed(self._units) for s in unit.started if s.needs_compensation
+        ]
         if not to_undo:
             self._phase = SagaStatus.FAILED
             self._touch()
@@ -393,8 +394,10 @@ class SagaWorkflow:
                 extra={"steps": [s.state.name for s in failed]},
             )
             await workflow.wait_condition(
-                lambda: self._retry_requested
-                or all(s.state.status is not StepStatus.COMPENSATION_FAILED for s in to_undo)
+                lambda: (
+                    self._retry_requested
+                    or all(s.state.status is not StepStatus.COMPENSATION_FAILED for s in to_undo)
+                )
             )
             if self._retry_requested:
                 self._retry_requested = False

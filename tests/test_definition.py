@@ -40,8 +40,11 @@ class TestDefinitionChecks:
             saga(Step(a, compensate=undo_a), Step(b, compensate=undo_b, retriable=True))
 
     def test_compensatable_step_after_pivot(self) -> None:
-        with pytest.raises(SagaDefinitionError, match=r"step 'c': a compensatable step cannot "
-                                                      r"come after the point of no return \('b'\)"):
+        with pytest.raises(
+            SagaDefinitionError,
+            match=r"step 'c': a compensatable step cannot "
+            r"come after the point of no return \('b'\)",
+        ):
             saga(Step(a, compensate=undo_a), Step(b, pivot=True), Step(c, compensate=undo_c))
 
     def test_compensatable_step_after_retriable(self) -> None:
@@ -63,7 +66,7 @@ class TestDefinitionChecks:
     def test_not_an_activity(self) -> None:
         async def plain(x: Order) -> None: ...
 
-        with pytest.raises(SagaDefinitionError, match="is not an @activity.defn function"):
+        with pytest.raises(SagaDefinitionError, match=r"is not an @activity\.defn function"):
             saga(Step(plain))
         with pytest.raises(SagaDefinitionError, match=r"step 'a': compensate: .* not an @act"):
             saga(Step(a, compensate=plain))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
@@ -32,19 +33,20 @@ def new_id(prefix: str = "saga") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-async def start(sagas: SagaClient, saga_type: str, *, amount: int = 10, express: bool = False,
-                **faults: object) -> str:
+async def start(
+    sagas: SagaClient, saga_type: str, *, amount: int = 10, express: bool = False, **faults: Any
+) -> str:
     saga_id = new_id(saga_type)
-    ledger.plan(saga_id, **faults)  # type: ignore[arg-type]
-    await sagas.start(saga_type, {"order_id": saga_id, "amount": amount, "express": express},
-                      saga_id=saga_id)
+    ledger.plan(saga_id, **faults)
+    order = {"order_id": saga_id, "amount": amount, "express": express}
+    await sagas.start(saga_type, order, saga_id=saga_id)
     return saga_id
 
 
 async def wait_for(
     sagas: SagaClient, saga_id: str, ok: Callable[[SagaState], bool], timeout: float = 30
 ) -> SagaState:
-    """Poll the saga's live state until ``ok`` holds (bounded, so a bug fails instead of hanging)."""
+    """Poll the saga's live state until ``ok`` holds; bounded, so a bug fails, not hangs."""
     async with asyncio.timeout(timeout):
         while True:
             state = await sagas.state(saga_id)
@@ -59,6 +61,11 @@ def running(step: str) -> Callable[[SagaState], bool]:
 
 def status_is(status: SagaStatus) -> Callable[[SagaState], bool]:
     return lambda s: s.status is status
+
+
+def compensation_attempts(state: SagaState, step: str = "b") -> int:
+    comp = state.step(step).compensation
+    return comp.attempts if comp else 0
 
 
 def undone_in_order(saga_id: str) -> list[str]:
@@ -79,7 +86,8 @@ class TestRule1ForwardOrder:
         assert state.status is SagaStatus.COMPLETED
         assert [s for s, _, _ in ledger.calls(saga_id, "forward")] == ["a", "b", "c"]
         assert ledger.active(saga_id) == {"a", "b", "c"}
-        assert state.result is not None and set(state.result) == {"a", "b", "c"}
+        assert state.result is not None
+        assert set(state.result) == {"a", "b", "c"}
 
     async def test_parallel_steps_overlap(self, sagas: SagaClient) -> None:
         saga_id = await start(sagas, "parallel_group", slow={"p1": 0.5, "p2": 0.5, "p3": 0.5})
@@ -165,19 +173,21 @@ class TestRule3CompensationRetriesAndRepair:
     """Compensations are retried; one that keeps failing waits for an operator."""
 
     async def test_compensation_failing_twice_then_succeeding(self, sagas: SagaClient) -> None:
-        saga_id = await start(sagas, "three_steps", refuse={"c"},
-                              compensation_failures={"b": 2})
+        saga_id = await start(sagas, "three_steps", refuse={"c"}, compensation_failures={"b": 2})
         state = await sagas.result(saga_id)
         assert state.status is SagaStatus.COMPENSATED
         comp = state.step("b").compensation
-        assert comp is not None and comp.attempts == 3 and comp.status == "succeeded"
+        assert comp is not None
+        assert comp.attempts == 3
+        assert comp.status == "succeeded"
         assert ledger.active(saga_id) == set()
 
     async def test_compensation_failed_then_retried_after_the_fix(
         self, sagas: SagaClient, dev_env: object
     ) -> None:
-        saga_id = await start(sagas, "three_steps", refuse={"c"},
-                              compensation_failures={"b": ALWAYS})
+        saga_id = await start(
+            sagas, "three_steps", refuse={"c"}, compensation_failures={"b": ALWAYS}
+        )
         state = await wait_for(sagas, saga_id, status_is(SagaStatus.COMPENSATION_FAILED))
         assert state.step("b").status is StepStatus.COMPENSATION_FAILED
         assert state.step("b").compensation.attempts == 3  # type: ignore[union-attr]
@@ -192,9 +202,9 @@ class TestRule3CompensationRetriesAndRepair:
         # A retry before the fault is fixed fails again, with a fresh budget of attempts.
         await sagas.retry_compensations(saga_id)
         state = await wait_for(
-            sagas, saga_id,
-            lambda s: s.status is SagaStatus.COMPENSATION_FAILED
-            and s.step("b").compensation.attempts == 6,  # type: ignore[union-attr]
+            sagas,
+            saga_id,
+            lambda s: s.status is SagaStatus.COMPENSATION_FAILED and compensation_attempts(s) == 6,
         )
         ledger.fix(saga_id)
         await sagas.retry_compensations(saga_id)
@@ -205,8 +215,9 @@ class TestRule3CompensationRetriesAndRepair:
         assert ledger.active(saga_id) == set()
 
     async def test_resolved_by_hand(self, sagas: SagaClient) -> None:
-        saga_id = await start(sagas, "three_steps", refuse={"c"},
-                              compensation_failures={"a": ALWAYS})
+        saga_id = await start(
+            sagas, "three_steps", refuse={"c"}, compensation_failures={"a": ALWAYS}
+        )
         await wait_for(sagas, saga_id, status_is(SagaStatus.COMPENSATION_FAILED))
         with pytest.raises(SagaConflict, match="only a step whose compensation failed"):
             await sagas.resolve(saga_id, "b", reason="b was fine")
@@ -303,9 +314,7 @@ class TestRule5Cancellation:
 class TestRule6IdempotencyKeys:
     """Every step call carries a key derived from the saga id and step, stable across retries."""
 
-    async def test_key_is_stable_across_attempts_and_compensation(
-        self, sagas: SagaClient
-    ) -> None:
+    async def test_key_is_stable_across_attempts_and_compensation(self, sagas: SagaClient) -> None:
         saga_id = await start(sagas, "three_steps", transient={"b": 2}, refuse={"c"})
         state = await sagas.result(saga_id)
         assert state.step("b").idempotency_key == f"{saga_id}/b"
@@ -325,8 +334,10 @@ class TestRule7Approval:
         await sagas.approve(saga_id, by="manager", comment="ok")
         state = await sagas.result(saga_id)
         assert state.status is SagaStatus.COMPLETED
-        assert state.step("b").approval is not None
-        assert state.step("b").approval.approved and state.step("b").approval.by == "manager"
+        decision = state.step("b").approval
+        assert decision is not None
+        assert decision.approved
+        assert decision.by == "manager"
 
     async def test_rejected(self, sagas: SagaClient) -> None:
         saga_id = await start(sagas, "approval", amount=500)
@@ -389,7 +400,8 @@ class TestImperativeForm:
         assert state.status is SagaStatus.COMPLETED
         assert [s.name for s in state.steps] == ["a", "b", "c", "d", "p1"]
         assert state.step("b").status is StepStatus.FAILED
-        assert state.step("d").kind == "pivot" and state.past_pivot
+        assert state.step("d").kind == "pivot"
+        assert state.past_pivot
         assert ledger.active(saga_id) == {"a", "c", "d", "p1"}
 
     async def test_failure_compensates_in_reverse(self, sagas: SagaClient) -> None:

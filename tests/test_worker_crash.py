@@ -25,8 +25,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def spawn_worker(target: str, task_queue: str, log: Path) -> subprocess.Popen[bytes]:
     """`sagas worker` as a user runs it, in its own process."""
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "worker", "--module", "tests.support.sagas",
-         "--address", target, "--task-queue", task_queue],
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "worker",
+            "--module",
+            "tests.support.sagas",
+            "--address",
+            target,
+            "--task-queue",
+            task_queue,
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=log.open("wb"),
@@ -40,9 +50,7 @@ async def wait_until(check: object, timeout: float = 30) -> None:
             await asyncio.sleep(0.1)
 
 
-async def test_saga_survives_a_killed_worker(
-    dev_env: WorkflowEnvironment, tmp_path: Path
-) -> None:
+async def test_saga_survives_a_killed_worker(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
     load_modules(["tests.support.sagas"])
     target = dev_env.client.service_client.config.target_host
     task_queue = f"crash-{uuid.uuid4()}"

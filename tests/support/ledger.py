@@ -173,4 +173,4 @@ def calls(saga_id: str, phase: str | None = None) -> list[tuple[str, str, int]]:
         rows = db.execute(
             "SELECT step, phase, attempt FROM calls WHERE saga_id = ? ORDER BY seq", (saga_id,)
         ).fetchall()
-    return [tuple(r) for r in rows if phase is None or r[1] == phase]  # type: ignore[misc]
+    return [(r[0], r[1], r[2]) for r in rows if phase is None or r[1] == phase]

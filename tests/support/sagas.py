@@ -175,7 +175,7 @@ conditional = Saga(
     steps=[
         fast(a, undo_a),
         fast(b, undo_b, when=lambda o: o.express),
-        fast(c, undo_c, input=lambda o, done: Order(order_id=o.order_id, amount=done["a"].amount * 2)),
+        fast(c, undo_c, input=lambda o, done: Order(order_id="c", amount=done["a"].amount * 2)),
     ],
 )
 
