@@ -57,7 +57,7 @@ from engine._state import (
     StepStatus,
 )
 from engine._step_info import StepInfo, idempotency_key, step_info
-from engine._worker import build_worker
+from engine._worker import build_replayer, build_worker
 from engine._workflow import StepFailed
 
 __all__ = [
@@ -92,6 +92,7 @@ __all__ = [
     "StepStatus",
     "TemporalUnavailable",
     "UnknownSagaType",
+    "build_replayer",
     "build_worker",
     "connect",
     "idempotency_key",

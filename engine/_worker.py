@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from engine import _registry
@@ -59,4 +60,18 @@ def build_worker(
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         **worker_options,
+    )
+
+
+def build_replayer(sagas: Sequence[SagaDefinition[Any]]) -> Replayer:
+    """A replayer configured like the worker: replays saga histories to check determinism.
+
+    Use it before deploying a changed definition: replay histories recorded from the running
+    version, and any step the new code would take differently fails the replay.
+    """
+    _registry.register(*sagas)
+    return Replayer(
+        workflows=[SagaWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=SandboxedWorkflowRunner(restrictions=_RESTRICTIONS),
     )

@@ -1,0 +1,1 @@
+"""Runnable examples from the README: copy one into your own module and change it."""
