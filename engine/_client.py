@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -22,6 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from engine import _registry
 from engine._errors import (
+    InvalidSagaInput,
     SagaAlreadyExists,
     SagaConflict,
     SagaNotFound,
@@ -37,6 +39,8 @@ from engine._state import (
 from engine._workflow import CONFLICT
 
 DEFAULT_TASK_QUEUE = "sagas"
+# Saga ids appear in URLs and prefix every idempotency key.
+_SAGA_ID = re.compile(r"^[^\s/]{1,200}$")
 
 
 async def connect(target: str = "localhost:7233", *, namespace: str = "default") -> Client:
@@ -81,6 +85,11 @@ class SagaClient:
         """
         definition = _registry.get(saga_type)
         model = definition.validate_input(input)
+        if saga_id is not None and not _SAGA_ID.match(saga_id):
+            raise InvalidSagaInput(
+                "saga_id: 1-200 characters, no whitespace and no '/'",
+                errors=[{"loc": ("saga_id",), "msg": "invalid saga id", "type": "value_error"}],
+            )
         saga_id = saga_id or f"{saga_type}-{uuid.uuid4()}"
         try:
             await self.client.start_workflow(

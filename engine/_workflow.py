@@ -324,18 +324,18 @@ class SagaWorkflow:
         budget_end = workflow.now() + budget if budget else None
         tried = 0
         while True:
-            counter.attempts += 1
-            tried += 1
-            self._touch()
             start_to_close = step.start_to_close
             if budget_end is not None:
                 left = budget_end - workflow.now()
                 if left <= timedelta(0):
                     raise _GaveUp(
-                        f"schedule-to-close timeout after {tried - 1} attempts: {counter.error}",
+                        f"schedule-to-close timeout after {tried} attempts: {counter.error}",
                         business_refusal=False,
                     )
                 start_to_close = min(start_to_close, left)
+            counter.attempts += 1
+            tried += 1
+            self._touch()
             try:
                 return await workflow.execute_activity(
                     fn,

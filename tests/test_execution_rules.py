@@ -16,8 +16,10 @@ from temporalio.client import WorkflowExecutionStatus
 
 from engine import (
     InvalidSagaInput,
+    SagaAlreadyExists,
     SagaClient,
     SagaConflict,
+    SagaNotFound,
     SagaState,
     SagaStatus,
     StepStatus,
@@ -410,3 +412,23 @@ class TestImperativeForm:
         assert state.status is SagaStatus.COMPENSATED
         assert undone_in_order(saga_id) == ["a"]
         assert ledger.active(saga_id) == set()
+
+
+class TestStartValidation:
+    """Bad saga ids are refused before anything reaches Temporal."""
+
+    @pytest.mark.parametrize("bad", ["", "a b", "a/b", "x" * 201])
+    async def test_bad_saga_id(self, sagas: SagaClient, bad: str) -> None:
+        with pytest.raises(InvalidSagaInput, match="saga_id"):
+            await sagas.start("three_steps", {}, saga_id=bad)
+
+    async def test_same_id_twice(self, sagas: SagaClient) -> None:
+        saga_id = await start(sagas, "three_steps")
+        with pytest.raises(SagaAlreadyExists):
+            await sagas.start("three_steps", {}, saga_id=saga_id)
+
+    async def test_unknown_saga_id(self, sagas: SagaClient) -> None:
+        with pytest.raises(SagaNotFound):
+            await sagas.state("no-such-saga")
+        with pytest.raises(SagaNotFound):
+            await sagas.cancel("no-such-saga")

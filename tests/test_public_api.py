@@ -1,0 +1,74 @@
+"""The engine's facade is deliberate: adding or removing a public name must be a choice."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+import engine
+from engine._step_info import activity_id_for, idempotency_key_for
+from engine._workflow import _backoff
+
+EXPORTED = {
+    "DEFAULT_TASK_QUEUE", "Approval", "Compensation", "CompensationState", "CompensationStatus",
+    "Decision", "ImperativeSaga", "InvalidSagaInput", "Parallel", "Results", "RetryPolicy",
+    "Saga", "SagaAlreadyExists", "SagaClient", "SagaConflict", "SagaDefinition",
+    "SagaDefinitionError", "SagaError", "SagaNotFound", "SagaRun", "SagaState", "SagaStatus",
+    "SagaSummary", "Step", "StepFailed", "StepInfo", "StepKind", "StepState", "StepStatus",
+    "TemporalUnavailable", "UnknownSagaType", "build_replayer", "build_worker", "connect",
+    "idempotency_key", "load_modules", "registered", "step_info",
+}  # fmt: skip
+
+
+class TestFacade:
+    """`engine` exports exactly the documented names, and each of them exists."""
+
+    def test_exports_are_pinned(self) -> None:
+        assert set(engine.__all__) == EXPORTED
+
+    def test_every_export_resolves(self) -> None:
+        for name in engine.__all__:
+            assert getattr(engine, name) is not None
+
+    def test_statuses_are_those_of_the_design(self) -> None:
+        assert [s.value for s in engine.SagaStatus] == [
+            "running", "awaiting_approval", "compensating", "completed", "compensated",
+            "compensation_failed", "failed",
+        ]  # fmt: skip
+        assert [s.value for s in engine.StepStatus] == [
+            "pending", "running", "succeeded", "failed", "skipped", "compensating",
+            "compensated", "compensation_failed", "resolved",
+        ]  # fmt: skip
+
+    def test_errors_carry_http_statuses(self) -> None:
+        assert engine.UnknownSagaType("x").http_status == 404
+        assert engine.InvalidSagaInput("x", errors=[]).http_status == 422
+        assert engine.SagaConflict("x").http_status == 409
+        assert engine.TemporalUnavailable("x").http_status == 503
+
+
+class TestRetryArithmetic:
+    """The workflow's own retry loop backs off like a Temporal retry policy."""
+
+    def test_backoff_doubles_up_to_the_maximum(self) -> None:
+        policy = engine.RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            backoff_coefficient=2,
+            maximum_interval=timedelta(seconds=5),
+        )
+        assert [_backoff(policy, n).total_seconds() for n in range(1, 6)] == [1, 2, 4, 5, 5]
+
+
+class TestStepIdentity:
+    """Activity ids carry the step; keys depend only on saga id and step."""
+
+    def test_key_and_activity_id(self) -> None:
+        assert idempotency_key_for("trip-1", "reserve_hotel") == "trip-1/reserve_hotel"
+        assert activity_id_for("reserve_hotel", "compensation", 3) == (
+            "reserve_hotel/compensation/3"
+        )
+
+    def test_step_info_outside_an_activity(self) -> None:
+        with pytest.raises(RuntimeError, match="only be called inside an activity"):
+            engine.step_info()
