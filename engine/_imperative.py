@@ -71,6 +71,12 @@ class SagaRun(Generic[InputT]):
         Returns the action's output. If the step fails for good, ``StepFailed`` propagates and
         the saga compensates; catching it to try another branch is allowed.
         """
+        for fn in (action, compensate):
+            if fn is not None and not self._workflow.declares(fn):
+                # Not registered on the worker, its task would wait in the queue for ever.
+                raise RuntimeError(
+                    f"activity {activity_name(fn)!r} is not in this saga's activities=[...]"
+                )
         step_name = self._unique_name(name or activity_name(action))
         kind = StepKind.PIVOT if pivot else StepKind.RETRIABLE if retriable else None
         if kind is None and self._point_of_no_return is not None:

@@ -14,6 +14,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from engine import _registry
 from engine._definition import SagaDefinition, activity_name
+from engine._errors import SagaDefinitionError
 from engine._workflow import SagaWorkflow
 
 # The engine is passed through the sandbox so that the workflow sees the registry this process
@@ -26,8 +27,19 @@ def saga_activities(sagas: Sequence[SagaDefinition[Any]]) -> list[Callable[..., 
     by_name: dict[str, Callable[..., Any]] = {}
     for saga in sagas:
         for fn in saga.activities:
-            by_name.setdefault(activity_name(fn), fn)
+            name = activity_name(fn)
+            known = by_name.setdefault(name, fn)
+            if known is not fn:
+                # Temporal dispatches by name: one of the two would silently never run.
+                raise SagaDefinitionError(
+                    f"saga {saga.name!r}: activity name {name!r} is used by two functions, "
+                    f"{_where(known)} and {_where(fn)}; give one @activity.defn(name=...)"
+                )
     return list(by_name.values())
+
+
+def _where(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
 
 
 def build_worker(

@@ -613,6 +613,11 @@ class SagaWorkflow:
     def has_step(self, name: str) -> bool:
         return name in self._steps
 
+    def declares(self, fn: Callable[..., Any]) -> bool:
+        return self._definition is not None and any(
+            fn is known for known in self._definition.activities
+        )
+
 
 def _conflict(message: str) -> ApplicationError:
     return ApplicationError(message, type=CONFLICT, non_retryable=True)

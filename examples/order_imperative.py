@@ -28,7 +28,7 @@ async def charge(order: GiftOrder) -> str:
 
 
 @activity.defn
-async def refund(undo: Compensation[GiftOrder, str]) -> None:
+async def refund_charge(undo: Compensation[GiftOrder, str]) -> None:
     return None
 
 
@@ -50,7 +50,7 @@ async def ship(order: GiftOrder) -> str:
 
 
 async def gift_order_flow(saga: SagaRun[GiftOrder]) -> None:
-    await saga.step(charge, compensate=refund)
+    await saga.step(charge, compensate=refund_charge)
     if saga.input.wrap:
         try:
             await saga.step(wrap, compensate=unwrap)
@@ -64,6 +64,6 @@ gift_order = ImperativeSaga(
     "gift_order",
     input=GiftOrder,
     run=gift_order_flow,
-    activities=[charge, refund, wrap, unwrap, ship],
+    activities=[charge, refund_charge, wrap, unwrap, ship],
     description="Charge, wrap if possible, ship.",
 )

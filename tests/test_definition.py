@@ -131,3 +131,21 @@ class TestWellFormedDefinitions:
         order = Order(express=True)
         assert step.should_run(order, {}) is True
         assert step.action_input(order, {"x": 42}) == 42
+
+
+class TestWorkerRegistration:
+    """Activities are registered by name, so a name clash between sagas is an error."""
+
+    def test_two_functions_with_one_activity_name(self) -> None:
+        from temporalio import activity
+
+        from engine._worker import saga_activities
+
+        @activity.defn(name="a")
+        async def impostor(o: Order) -> None: ...
+
+        first = Saga("first", input=Order, steps=[Step(a)])
+        second = Saga("second", input=Order, steps=[Step(impostor)])
+        with pytest.raises(SagaDefinitionError, match=r"saga 'second': activity name 'a' is use"):
+            saga_activities([first, second])
+        assert saga_activities([first, first]) == [a]
