@@ -50,12 +50,14 @@ async def connect(target: str = "localhost:7233", *, namespace: str = "default")
             target, namespace=namespace, data_converter=pydantic_data_converter
         )
     except RuntimeError as exc:
-        raise TemporalUnavailable(f"cannot reach Temporal at {target}: {exc}") from None
+        reason = "connection refused" if "Connection refused" in str(exc) else str(exc)[:200]
+        raise TemporalUnavailable(f"cannot reach Temporal at {target} ({reason})") from None
 
 
 class SagaSummary(BaseModel):
     id: str
     type: str
+    status: str
     temporal_status: str
     started_at: datetime | None
     closed_at: datetime | None
@@ -186,10 +188,15 @@ class SagaClient:
             query += f" AND WorkflowType = '{saga_type}'"
         try:
             async for wf in self.client.list_workflows(query, limit=limit):
+                memo = await wf.memo()
+                temporal_status = (wf.status.name if wf.status else "UNKNOWN").lower()
                 yield SagaSummary(
                     id=wf.id,
                     type=wf.workflow_type,
-                    temporal_status=(wf.status.name if wf.status else "UNKNOWN").lower(),
+                    # A saga that failed at the Temporal level (bad input, terminated) has no
+                    # saga status of its own: show Temporal's.
+                    status=str(memo.get("saga_status", temporal_status)),
+                    temporal_status=temporal_status,
                     started_at=wf.start_time,
                     closed_at=wf.close_time,
                 )

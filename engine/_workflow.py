@@ -127,6 +127,7 @@ class SagaWorkflow:
         self._error: str | None = None
         self._started_at: datetime | None = None
         self._updated_at: datetime | None = None
+        self._listed_status: SagaStatus | None = None
 
     # ------------------------------------------------------------------ run
 
@@ -570,6 +571,11 @@ class SagaWorkflow:
 
     def _touch(self) -> None:
         self._updated_at = workflow.now()
+        status = self.status()
+        if status is not self._listed_status:
+            # Listings (sagas list, Temporal UI) show the saga status without a query.
+            self._listed_status = status
+            workflow.upsert_memo({"saga_status": status.value})
 
     def status(self) -> SagaStatus:
         if self._phase is SagaStatus.RUNNING and self._awaiting:

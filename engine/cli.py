@@ -1,0 +1,388 @@
+"""The ``sagas`` command line: run the stack, run workers, start and steer sagas.
+
+Every failure a user can cause (unknown type, bad input, no server, unknown saga, a refused
+operation) ends in one ``error: ...`` line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from engine._client import SagaClient, connect
+from engine._definition import SagaDefinition
+from engine._errors import InvalidSagaInput, SagaDefinitionError, SagaError, UnknownSagaType
+from engine._registry import get as get_definition
+from engine._registry import load_modules
+from engine._state import SagaState
+from engine._worker import build_worker
+from engine.config import Settings, get_settings
+
+app = typer.Typer(
+    name="sagas",
+    help="Saga orchestration on Temporal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+# Exit codes: 2 for what the user typed (usage, input, unknown names), 1 for everything else.
+USAGE_ERRORS = (InvalidSagaInput, UnknownSagaType, SagaDefinitionError)
+
+ModuleOpt = Annotated[
+    list[str] | None,
+    typer.Option("--module", "-m", help="Module or package with saga definitions (repeatable)."),
+]
+AddressOpt = Annotated[str | None, typer.Option(help="Temporal frontend host:port.")]
+NamespaceOpt = Annotated[str | None, typer.Option(help="Temporal namespace.")]
+QueueOpt = Annotated[str | None, typer.Option("--task-queue", help="Task queue of the worker.")]
+IdArg = Annotated[str, typer.Argument(metavar="ID", help="The saga id.")]
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def errors_as_messages() -> Iterator[None]:
+    """Turn every expected failure into one error line and an exit code."""
+    try:
+        yield
+    except USAGE_ERRORS as exc:
+        fail(exc.message, 2)
+    except SagaError as exc:
+        fail(exc.message, 1)
+    except CliError as exc:
+        fail(str(exc), exc.code)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    with errors_as_messages():
+        return asyncio.run(coro)
+    raise AssertionError("unreachable")
+
+
+def settings_with(
+    address: str | None = None,
+    namespace: str | None = None,
+    task_queue: str | None = None,
+) -> Settings:
+    overrides = {
+        "temporal_address": address,
+        "namespace": namespace,
+        "task_queue": task_queue,
+    }
+    return get_settings().model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def load(modules: list[str] | None, settings: Settings) -> list[SagaDefinition[Any]]:
+    # Like uvicorn and celery: the user's own modules in the current directory are importable.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return load_modules(modules or settings.modules)
+
+
+async def client_for(settings: Settings) -> SagaClient:
+    client = await connect(settings.temporal_address, namespace=settings.namespace)
+    return SagaClient(client, task_queue=settings.task_queue)
+
+
+async def until_stopped() -> None:
+    """Wait for Ctrl-C or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def serve_worker(settings: Settings, sagas: list[SagaDefinition[Any]]) -> None:
+    client = await connect(settings.temporal_address, namespace=settings.namespace)
+    worker = build_worker(
+        client,
+        task_queue=settings.task_queue,
+        sagas=sagas,
+        max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+    )
+    names = ", ".join(s.name for s in sagas) or "none (no saga definitions found)"
+    typer.echo(f"worker     task queue {settings.task_queue!r} on {settings.temporal_address}")
+    typer.echo(f"sagas      {names}")
+    async with worker:
+        typer.echo("ready      press Ctrl-C to stop")
+        await until_stopped()
+    typer.echo("stopped")
+
+
+# ------------------------------------------------------------------ long-running commands
+
+
+@app.command()
+def dev(module: ModuleOpt = None) -> None:
+    """Run the stack on embedded defaults: Temporal (SQLite) and a worker."""
+    from engine._embedded import embedded_temporal
+
+    settings = get_settings()
+    with errors_as_messages():
+        sagas = load(module, settings)
+
+    async def serve() -> None:
+        async with embedded_temporal(
+            data_dir=settings.data_dir,
+            port=settings.temporal_port,
+            ui_port=settings.temporal_ui_port,
+        ) as temporal:
+            typer.echo(f"temporal   {temporal.address} (data {temporal.database})")
+            typer.echo(f"ui         {temporal.ui_url}")
+            # The REST API and the demo participants join here as their issues land.
+            local = settings.model_copy(update={"temporal_address": temporal.address})
+            await serve_worker(local, sagas)
+
+    run(serve())
+
+
+@app.command()
+def server() -> None:
+    """Run only the embedded Temporal server (SQLite in the data directory)."""
+    from engine._embedded import embedded_temporal
+
+    settings = get_settings()
+
+    async def serve() -> None:
+        async with embedded_temporal(
+            data_dir=settings.data_dir,
+            port=settings.temporal_port,
+            ui_port=settings.temporal_ui_port,
+        ) as temporal:
+            typer.echo(f"temporal   {temporal.address} (data {temporal.database})")
+            typer.echo(f"ui         {temporal.ui_url}")
+            typer.echo("ready      press Ctrl-C to stop")
+            await until_stopped()
+        typer.echo("stopped")
+
+    run(serve())
+
+
+@app.command()
+def worker(
+    module: ModuleOpt = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+    task_queue: QueueOpt = None,
+) -> None:
+    """Run a worker for the sagas in the given modules."""
+    settings = settings_with(address, namespace, task_queue)
+    with errors_as_messages():
+        sagas = load(module, settings)
+    run(serve_worker(settings, sagas))
+
+
+# ------------------------------------------------------------------------- saga commands
+
+
+def read_input(path: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read input file {path!r}: {exc.strerror}", 2) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"input file {path!r} is not valid JSON: {exc}", 2) from None
+
+
+@app.command()
+def start(
+    saga_type: Annotated[str, typer.Argument(metavar="TYPE", help="Saga type, e.g. trip_booking")],
+    input: Annotated[str, typer.Option("--input", "-i", help="JSON file, or - for stdin.")],
+    saga_id: Annotated[
+        str | None, typer.Option("--id", help="Saga id (default: generated).")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the saga to finish.")] = False,
+    module: ModuleOpt = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+    task_queue: QueueOpt = None,
+) -> None:
+    """Start a saga; print its id."""
+    settings = settings_with(address, namespace, task_queue)
+
+    async def go() -> None:
+        load(module, settings)
+        data = read_input(input)
+        get_definition(saga_type).validate_input(data)  # before needing a server
+        sagas = await client_for(settings)
+        new_id = await sagas.start(saga_type, data, saga_id=saga_id)
+        typer.echo(new_id)
+        if wait:
+            state = await sagas.result(new_id)
+            typer.echo(state.status.value + (f": {state.error}" if state.error else ""))
+
+    run(go())
+
+
+@app.command()
+def status(
+    saga_id: IdArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full state as JSON.")] = False,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Show a saga's status and its steps."""
+    settings = settings_with(address, namespace)
+
+    async def show() -> None:
+        state = await (await client_for(settings)).state(saga_id)
+        typer.echo(state.model_dump_json(indent=2) if as_json else render(state))
+
+    run(show())
+
+
+def render(state: SagaState) -> str:
+    lines = [f"{state.id}  {state.type}  {state.status.value}"]
+    if state.error:
+        lines.append(f"error: {state.error}")
+    if state.awaiting_approval:
+        lines.append(f"awaiting approval: {', '.join(state.awaiting_approval)}")
+    rows = [("STEP", "STATUS", "ATTEMPTS", "COMPENSATION", "ERROR")]
+    for step in state.steps:
+        comp = step.compensation
+        comp_text = f"{comp.status.value} ({comp.attempts})" if comp else "-"
+        error = (comp.error if comp and comp.error else step.error) or ""
+        rows.append((step.name, step.status.value, str(step.attempts), comp_text, error))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row[:4], widths, strict=True)]
+        lines.append("  ".join([*cells, row[4]]).rstrip())
+    return "\n".join(lines)
+
+
+def steer(
+    saga_id: str, action: Callable[[SagaClient], Awaitable[SagaState]], settings: Settings
+) -> None:
+    async def act() -> None:
+        state = await action(await client_for(settings))
+        typer.echo(f"{saga_id}  {state.status.value}")
+
+    run(act())
+
+
+@app.command()
+def cancel(
+    saga_id: IdArg,
+    reason: Annotated[str, typer.Option(help="Why; kept in the saga.")] = "cancelled from CLI",
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Cancel a running saga and compensate what it did (refused after the pivot)."""
+    settings = settings_with(address, namespace)
+    steer(saga_id, lambda s: s.cancel(saga_id, reason=reason, by="cli"), settings)
+
+
+@app.command()
+def approve(
+    saga_id: IdArg,
+    comment: Annotated[str | None, typer.Option(help="Kept with the decision.")] = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Approve the step that waits for a decision."""
+    settings = settings_with(address, namespace)
+    steer(saga_id, lambda s: s.approve(saga_id, by="cli", comment=comment), settings)
+
+
+@app.command()
+def reject(
+    saga_id: IdArg,
+    comment: Annotated[str | None, typer.Option(help="Kept with the decision.")] = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Reject the step that waits for a decision (the saga compensates)."""
+    settings = settings_with(address, namespace)
+    steer(saga_id, lambda s: s.reject(saga_id, by="cli", comment=comment), settings)
+
+
+@app.command()
+def retry(saga_id: IdArg, address: AddressOpt = None, namespace: NamespaceOpt = None) -> None:
+    """Retry the failed compensations of a compensation_failed saga."""
+    settings = settings_with(address, namespace)
+    steer(saga_id, lambda s: s.retry_compensations(saga_id), settings)
+
+
+@app.command()
+def resolve(
+    saga_id: IdArg,
+    step: Annotated[str, typer.Argument(metavar="STEP")],
+    reason: Annotated[str, typer.Option(help="What was done by hand; kept in the record.")],
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Mark a failed compensation as resolved by hand."""
+    settings = settings_with(address, namespace)
+    steer(saga_id, lambda s: s.resolve(saga_id, step, reason=reason, by="cli"), settings)
+
+
+@app.command("list")
+def list_sagas(
+    saga_type: Annotated[str | None, typer.Option("--type", help="Only this saga type.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    module: ModuleOpt = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+    task_queue: QueueOpt = None,
+) -> None:
+    """List recent sagas with their status."""
+    settings = settings_with(address, namespace, task_queue)
+
+    async def show() -> None:
+        if saga_type is not None:
+            load(module, settings)
+        sagas = await client_for(settings)
+        for s in await sagas.list(saga_type=saga_type, limit=limit):
+            started = s.started_at.isoformat(timespec="seconds") if s.started_at else "-"
+            typer.echo(f"{s.id}  {s.type}  {s.status}  {started}")
+
+    run(show())
+
+
+def main() -> None:
+    code = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The Temporal SDK's Rust threads can abort CPython's finalizer after a clean run
+    # ("PyGILState_Release ... finalizing", temporalio/sdk-python#300); everything is
+    # flushed and stopped by now, so leave without finalizing.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

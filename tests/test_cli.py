@@ -1,0 +1,186 @@
+"""The ``sagas`` command line, run as a user runs it: real processes, a real Temporal server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAGAS = [sys.executable, "-m", "engine.cli"]
+
+
+def sagas(
+    *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SAGAS, *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0]
+
+
+class TestBadInput:
+    """Every mistake a user can make is one error line and a non-zero exit, no traceback."""
+
+    def test_unknown_saga_type(self) -> None:
+        result = sagas("start", "nope", "--input", "examples/transfer.json", "-m", "examples")
+        assert_one_line_error(result, "unknown saga type 'nope'", "money_transfer")
+        assert result.returncode == 2
+
+    def test_input_that_fails_validation_names_the_field(self) -> None:
+        bad = json.dumps({"from_account": "a", "to_account": "b", "amount": -1})
+        result = sagas("start", "money_transfer", "--input", "-", "-m", "examples", stdin=bad)
+        assert_one_line_error(result, "amount", "greater than 0")
+        assert result.returncode == 2
+
+    def test_missing_input_file(self, tmp_path: Path) -> None:
+        result = sagas("start", "money_transfer", "--input", str(tmp_path / "no.json"),
+                       "-m", "examples")  # fmt: skip
+        assert_one_line_error(result, "cannot read input file", "No such file")
+
+    def test_input_that_is_not_json(self) -> None:
+        result = sagas("start", "money_transfer", "--input", "-", "-m", "examples", stdin="{oops")
+        assert_one_line_error(result, "not valid JSON")
+
+    def test_unknown_module(self) -> None:
+        result = sagas("worker", "--module", "no_such_module_here")
+        assert_one_line_error(result, "cannot import saga module 'no_such_module_here'")
+
+    def test_no_server(self) -> None:
+        result = sagas("start", "money_transfer", "--input", "examples/transfer.json",
+                       "-m", "examples", "--address", "127.0.0.1:1")  # fmt: skip
+        assert_one_line_error(result, "cannot reach Temporal at 127.0.0.1:1")
+        result = sagas("status", "some-id", "--address", "127.0.0.1:1")
+        assert_one_line_error(result, "cannot reach Temporal")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Background:
+    """A long-running ``sagas`` command whose output we can read."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
+            [*SAGAS, *args], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+        )
+
+    def wait_for(self, text: str, timeout: float = 45) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text():
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, f"no {text!r} in: {self.log.read_text()}"
+            time.sleep(0.2)
+
+    def interrupt(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    port, ui_port = free_port(), free_port()
+    return {
+        **os.environ,
+        "SAGAS_DATA_DIR": str(tmp_path / "data"),
+        "SAGAS_TEMPORAL_PORT": str(port),
+        "SAGAS_TEMPORAL_UI_PORT": str(ui_port),
+        "SAGAS_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        "SAGAS_TASK_QUEUE": "cli-test",
+    }
+
+
+@pytest.mark.temporal
+def test_a_saga_survives_a_server_restart(stack_env: dict[str, str], tmp_path: Path) -> None:
+    """server, worker, start, status, approve, list, and a Temporal restart in the middle."""
+    server = Background(["server"], stack_env, tmp_path / "server.log")
+    worker = None
+    try:
+        server.wait_for("ready")
+        assert f"127.0.0.1:{stack_env['SAGAS_TEMPORAL_PORT']}" in server.log.read_text()
+        worker = Background(["worker", "-m", "examples"], stack_env, tmp_path / "worker.log")
+        worker.wait_for("ready")
+        assert "money_transfer" in worker.log.read_text()
+
+        big = json.dumps({"from_account": "a", "to_account": "b", "amount": 50_000})
+        started = subprocess.run(
+            [*SAGAS, "start", "money_transfer", "--input", "-", "-m", "examples", "--id", "t-1"],
+            cwd=ROOT, env=stack_env, input=big, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.strip() == "t-1"
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*SAGAS, *args], cwd=ROOT, env=stack_env, capture_output=True, text=True,
+                timeout=60,
+            )  # fmt: skip
+
+        deadline = time.monotonic() + 30
+        while (
+            json.loads(cli("status", "t-1", "--json").stdout or "{}").get("status")
+            != "awaiting_approval"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+        # Stop Temporal (Ctrl-C) and start it again on the same data directory.
+        assert server.interrupt() == 0
+        assert "stopped" in server.log.read_text()
+        server = Background(["server"], stack_env, tmp_path / "server2.log")
+        server.wait_for("ready")
+
+        status = cli("status", "t-1")
+        assert status.returncode == 0, status.stderr
+        assert "awaiting_approval" in status.stdout
+        assert "awaiting approval: credit" in status.stdout
+
+        approved = cli("approve", "t-1", "--comment", "fine")
+        assert approved.returncode == 0, approved.stderr
+        deadline = time.monotonic() + 60
+        while (state := json.loads(cli("status", "t-1", "--json").stdout))["status"] != "completed":
+            assert time.monotonic() < deadline, state
+            time.sleep(0.3)
+        assert state["steps"][1]["approval"]["comment"] == "fine"
+
+        listed = cli("list")
+        assert "t-1  money_transfer  completed" in listed.stdout
+        refused = cli("cancel", "t-1")
+        assert_one_line_error(refused, "already finished")
+        assert worker.interrupt() == 0
+    finally:
+        if worker is not None:
+            worker.kill()
+        server.kill()
