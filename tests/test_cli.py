@@ -88,9 +88,10 @@ class Background:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
-        self.proc = subprocess.Popen(
-            [*SAGAS, *args], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
-        )
+        with log.open("w") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [*SAGAS, *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def wait_for(self, text: str, timeout: float = 45) -> None:
         deadline = time.monotonic() + timeout

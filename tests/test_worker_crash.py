@@ -24,24 +24,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def spawn_worker(target: str, task_queue: str, log: Path) -> subprocess.Popen[bytes]:
     """`sagas worker` as a user runs it, in its own process."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "worker",
-            "--module",
-            "tests.support.sagas",
-            "--address",
-            target,
-            "--task-queue",
-            task_queue,
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    command = [
+        sys.executable, "-m", "engine.cli", "worker", "--module", "tests.support.sagas",
+        "--address", target, "--task-queue", task_queue,
+    ]  # fmt: skip
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def wait_until(check: object, timeout: float = 30) -> None:
