@@ -23,7 +23,7 @@ $(STAMP): $(LOCK) pyproject.toml | $(PY)
 install: $(STAMP)  ## create .venv and install the locked dependencies
 
 dev: $(STAMP)  ## run the whole stack on embedded defaults (Ctrl-C stops it)
-	$(BIN)/sagas dev
+	$(BIN)/sagas dev --module workflows --module examples
 
 test: $(STAMP)  ## run the test suite (slow suites excluded)
 	$(BIN)/pytest -m "not slow"

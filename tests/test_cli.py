@@ -104,10 +104,14 @@ class Background:
         self.proc.send_signal(signal.SIGINT)
         return self.proc.wait(timeout=30)
 
-    def kill(self) -> None:
+    def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -183,5 +187,28 @@ def test_a_saga_survives_a_server_restart(stack_env: dict[str, str], tmp_path: P
         assert worker.interrupt() == 0
     finally:
         if worker is not None:
-            worker.kill()
-        server.kill()
+            worker.stop()
+        server.stop()
+
+
+@pytest.mark.temporal
+def test_dev_runs_a_saga_and_stops_on_ctrl_c(stack_env: dict[str, str], tmp_path: Path) -> None:
+    """`sagas dev`: embedded Temporal and a worker in one process, as `make dev` runs it."""
+    dev = Background(["dev", "-m", "examples"], stack_env, tmp_path / "dev.log")
+    try:
+        dev.wait_for("ready")
+        log = dev.log.read_text()
+        assert f"temporal   127.0.0.1:{stack_env['SAGAS_TEMPORAL_PORT']}" in log
+        assert f"ui         http://127.0.0.1:{stack_env['SAGAS_TEMPORAL_UI_PORT']}" in log
+        started = subprocess.run(
+            [*SAGAS, "start", "gift_order", "--input", "examples/gift.json", "-m", "examples",
+             "--wait"],
+            cwd=ROOT, env=stack_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.splitlines()[-1] == "completed"
+        assert dev.interrupt() == 0
+        assert dev.log.read_text().rstrip().endswith("stopped")
+    finally:
+        dev.stop()
+    assert (tmp_path / "data" / "temporal.sqlite").exists()
