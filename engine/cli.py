@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -136,6 +137,17 @@ async def serve_worker(settings: Settings, sagas: list[SagaDefinition[Any]]) -> 
     typer.echo("stopped")
 
 
+def _plugins(group: str) -> list[tuple[str, Any]]:
+    """Commands and components of packages outside the engine (entry points in pyproject)."""
+    found = []
+    for entry in sorted(entry_points(group=group), key=lambda e: e.name):
+        try:
+            found.append((entry.name, entry.load()))
+        except ImportError as exc:  # a plugin whose package is not installed: say so, go on
+            typer.echo(f"warning: plugin {entry.name!r} not loaded: {exc}", err=True)
+    return found
+
+
 # ------------------------------------------------------------------ long-running commands
 
 
@@ -156,9 +168,11 @@ def dev(module: ModuleOpt = None) -> None:
         ) as temporal:
             typer.echo(f"temporal   {temporal.address} (data {temporal.database})")
             typer.echo(f"ui         {temporal.ui_url}")
-            # The REST API and the demo participants join here as their issues land.
             local = settings.model_copy(update={"temporal_address": temporal.address})
-            await serve_worker(local, sagas)
+            async with contextlib.AsyncExitStack() as components:
+                for _, component in _plugins("sagas.components"):
+                    typer.echo(await components.enter_async_context(component(local)))
+                await serve_worker(local, sagas)
 
     run(serve())
 
@@ -369,6 +383,8 @@ def list_sagas(
 
 
 def main() -> None:
+    for name, command in _plugins("sagas.commands"):
+        app.command(name)(command)
     code = 0
     try:
         app()

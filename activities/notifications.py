@@ -1,0 +1,16 @@
+"""Notifications: itineraries and invoices (retriable steps: sent once, retried until sent)."""
+
+from temporalio import activity
+
+from activities import _calls
+from activities.models import Message, Reservation
+
+
+@activity.defn(name="send_itinerary")
+async def send_itinerary(message: Message) -> Reservation:
+    return await _calls.do("notifications", "messages", message)
+
+
+@activity.defn(name="send_invoice")
+async def send_invoice(message: Message) -> Reservation:
+    return await _calls.do("notifications", "messages", message)
