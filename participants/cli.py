@@ -11,11 +11,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import httpx
 import typer
 import uvicorn
 
 from engine import SagaClient, connect, load_modules
-from engine.cli import errors_as_messages, fail, run, until_stopped
+from engine.cli import CliError, errors_as_messages, fail, run, until_stopped
 from engine.config import Settings, get_settings
 from participants.app import create_app
 from participants.checker import CHECKED
@@ -65,7 +66,10 @@ def check(
     saga_type: Annotated[
         list[str] | None, typer.Option("--type", help="Saga types to check (repeatable).")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 200,
+    saga_id: Annotated[
+        list[str] | None, typer.Option("--id", help="Check these sagas only (repeatable).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Newest sagas per type.")] = 200,
 ) -> None:
     """Compare finished sagas with the participants' records; exit 1 on any mismatch."""
     settings = get_settings()
@@ -78,12 +82,16 @@ def check(
             await connect(settings.temporal_address, namespace=settings.namespace),
             task_queue=settings.task_queue,
         )
-        states = []
-        for name in types:
-            for summary in await sagas.list(saga_type=name, limit=limit):
-                if summary.status in {s.value for s in CHECKED}:
-                    states.append(await sagas.state(summary.id))
-        mismatches = await check_sagas(states, settings.participants_url)
+        ids = saga_id or [
+            s.id for name in types for s in await sagas.list(saga_type=name, limit=limit)
+        ]
+        states = [s for s in [await sagas.state(one) for one in ids] if s.status in CHECKED]
+        try:
+            mismatches = await check_sagas(states, settings.participants_url)
+        except httpx.HTTPError as exc:
+            raise CliError(
+                f"cannot read the participants at {settings.participants_url}: {exc}"
+            ) from None
         for mismatch in mismatches:
             typer.echo(str(mismatch))
         typer.echo(f"{len(states)} sagas checked, {len(mismatches)} mismatches")

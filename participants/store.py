@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+
+T = TypeVar("T")
 
 
 class Record(SQLModel, table=True):
@@ -63,12 +65,34 @@ class Store:
 
     def attempt(self, key: str) -> int:
         """Count one more attempt for ``key``; return the count."""
-        with self.session() as s:
-            row = s.get(Attempt, key, with_for_update=True) or Attempt(key=key)
-            row.count += 1
-            s.add(row)
+
+        def bump(s: Session) -> int:
+            # One atomic UPDATE: SQLite ignores FOR UPDATE, so read-then-write would lose counts.
+            counted = s.execute(
+                update(Attempt)
+                .where(col(Attempt.key) == key)
+                .values(count=col(Attempt.count) + 1)
+                .returning(col(Attempt.count))
+            ).scalar_one_or_none()
+            if counted is None:
+                s.add(Attempt(key=key, count=1))
+                counted = 1
             s.commit()
-            return row.count
+            return counted
+
+        return self._retrying_insert_race(bump)
+
+    def _retrying_insert_race(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in a fresh session; run it again if a concurrent insert won a race
+        (the row it found missing exists now, and is locked and updated the second time)."""
+        for _ in range(2):
+            with self.session() as s:
+                try:
+                    return work(s)
+                except IntegrityError:
+                    s.rollback()
+        with self.session() as s:
+            return work(s)
 
     def find(self, key: str) -> Record | None:
         with self.session() as s:
@@ -116,7 +140,8 @@ class Store:
 
     def undo(self, *, key: str, saga_id: str, collection: str, status: str) -> Record:
         """Undo the record (idempotent); a tombstone if there was nothing to undo."""
-        with self.session() as s:
+
+        def work(s: Session) -> Record:
             record = s.get(Record, key, with_for_update=True)
             if record is None:
                 record = Record(
@@ -136,6 +161,8 @@ class Store:
             s.commit()
             s.refresh(record)
             return record
+
+        return self._retrying_insert_race(work)
 
     def records(self, saga_id: str, collection: str) -> list[Record]:
         with self.session() as s:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,3 +67,13 @@ async def skipping_sagas(skipping_env: WorkflowEnvironment) -> AsyncIterator[Sag
     task_queue = f"tq-{uuid.uuid4()}"
     async with build_worker(skipping_env.client, task_queue=task_queue, sagas=ALL):
         yield SagaClient(skipping_env.client, task_queue=task_queue)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster for the session; its base URL (add ``/dbname``)."""
+    from tests.support.postgres import cluster
+    from tests.support.processes import free_port
+
+    with cluster(free_port()) as url:
+        yield url
