@@ -62,7 +62,7 @@ class TestBadInput:
 
 @pytest.fixture
 def stack_env(tmp_path: Path) -> dict[str, str]:
-    port, ui_port = free_port(), free_port()
+    port, ui_port, participants_port = free_port(), free_port(), free_port()
     return {
         **os.environ,
         "SAGAS_DATA_DIR": str(tmp_path / "data"),
@@ -70,6 +70,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "SAGAS_TEMPORAL_UI_PORT": str(ui_port),
         "SAGAS_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
         "SAGAS_TASK_QUEUE": "cli-test",
+        "SAGAS_PARTICIPANTS_PORT": str(participants_port),
     }
 
 
@@ -146,6 +147,7 @@ def test_dev_runs_a_saga_and_stops_on_ctrl_c(stack_env: dict[str, str], tmp_path
         log = dev.log.read_text()
         assert f"temporal   127.0.0.1:{stack_env['SAGAS_TEMPORAL_PORT']}" in log
         assert f"ui         http://127.0.0.1:{stack_env['SAGAS_TEMPORAL_UI_PORT']}" in log
+        assert f"participants http://127.0.0.1:{stack_env['SAGAS_PARTICIPANTS_PORT']}" in log
         started = subprocess.run(
             [*SAGAS, "start", "gift_order", "--input", "examples/gift.json", "-m", "examples",
              "--wait"],

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from engine.config import Settings
-from participants.app import create_app
-from participants.services import participants
+from participants.app import Chaos, create_app
+from participants.services import Unavailable, participants
 from participants.store import Conflict, Store
 from tests.support.postgres import create_database
 
@@ -105,3 +105,29 @@ async def test_the_participants_app_keeps_a_postgresql_database_each(postgres: s
     flights = Store(f"{postgres}/{prefix}flights")
     assert [r.key for r in flights.records("pg-1", "reservations")] == ["pg-1/reserve_flight"]
     flights.engine.dispose()
+
+
+class TestChaos:
+    """Chaos runs are repeatable: the same seed strikes the same calls."""
+
+    @staticmethod
+    async def strikes(seed: int) -> list[bool]:
+        chaos = Chaos(rate=0.3, latency_ms=0, seed=seed)
+        hits = []
+        for _ in range(50):
+            try:
+                await chaos.strike()
+                hits.append(False)
+            except Unavailable:
+                hits.append(True)
+        return hits
+
+    async def test_the_same_seed_gives_the_same_faults(self) -> None:
+        first = await self.strikes(7)
+        assert first == await self.strikes(7)
+        assert first != await self.strikes(8)
+        assert 5 <= sum(first) <= 25  # about 30% of 50
+
+    def test_fault_rates_are_bounded_by_settings(self) -> None:
+        with pytest.raises(ValueError, match="participants_fault_rate"):
+            Settings(participants_fault_rate=0.9)
