@@ -15,6 +15,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from engine import _registry
 from engine._definition import SagaDefinition, activity_name
 from engine._errors import SagaDefinitionError
+from engine._projection import Projector
+from engine._store import SagaStore
 from engine._workflow import SagaWorkflow
 
 # The engine is passed through the sandbox so that the workflow sees the registry this process
@@ -50,19 +52,23 @@ def build_worker(
     max_concurrent_activities: int = 100,
     max_concurrent_workflow_tasks: int = 100,
     extra_activities: Sequence[Callable[..., Any]] = (),
+    store: SagaStore | None = None,
     **worker_options: Any,
 ) -> Worker:
     """A worker for ``sagas``: the generic saga workflow plus every activity the sagas call.
 
     The client should use the pydantic data converter (``engine.connect`` sets it up).
     Synchronous activities run in a thread pool sized to ``max_concurrent_activities``.
+    With a ``store``, the worker keeps the saga store in step with the sagas it runs
+    (see ``engine._projection``).
     """
     _registry.register(*sagas)
     activities = saga_activities(sagas) + list(extra_activities)
     executor = None
     if any(not inspect.iscoroutinefunction(fn) for fn in activities):
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent_activities)
-    return Worker(
+    worker_class = Worker if store is None else _ProjectingWorker
+    worker = worker_class(
         client,
         task_queue=task_queue,
         workflows=[SagaWorkflow],
@@ -73,6 +79,20 @@ def build_worker(
         max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         **worker_options,
     )
+    if isinstance(worker, _ProjectingWorker):
+        assert store is not None
+        worker.projector = Projector(store, client, task_queue)
+    return worker
+
+
+class _ProjectingWorker(Worker):
+    """A worker that runs the saga store's projector while it runs."""
+
+    projector: Projector
+
+    async def run(self) -> None:
+        async with self.projector.running():
+            await super().run()
 
 
 def build_replayer(sagas: Sequence[SagaDefinition[Any]]) -> Replayer:

@@ -39,7 +39,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from engine import _registry
+    from engine import _projection, _registry
     from engine._definition import (
         DEFAULT_COMPENSATION_RETRY,
         ImperativeSaga,
@@ -128,6 +128,7 @@ class SagaWorkflow:
         self._started_at: datetime | None = None
         self._updated_at: datetime | None = None
         self._listed_status: SagaStatus | None = None
+        self._publish_scheduled = False
 
     # ------------------------------------------------------------------ run
 
@@ -150,6 +151,7 @@ class SagaWorkflow:
         if isinstance(definition, Saga):
             for step in definition.steps:
                 self._add_step_state(step)
+        self._schedule_publish()
 
         forward = asyncio.create_task(self._forward())
         await self._wait_for_forward(forward)
@@ -166,6 +168,7 @@ class SagaWorkflow:
             self._phase = SagaStatus.COMPLETED
             self._touch()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        self._publish()  # the final state, before the workflow completes
         return self._snapshot()
 
     async def _forward(self) -> None:
@@ -576,6 +579,22 @@ class SagaWorkflow:
             # Listings (sagas list, Temporal UI) show the saga status without a query.
             self._listed_status = status
             workflow.upsert_memo({"saga_status": status.value})
+        self._schedule_publish()
+
+    def _schedule_publish(self) -> None:
+        # The saga store's projection: one snapshot per activation that changed something, and
+        # none on replay (a replayed change was published when it first happened).
+        if not self._publish_scheduled and not workflow.unsafe.is_replaying():
+            self._publish_scheduled = True
+            asyncio.get_running_loop().call_soon(self._publish)
+
+    def _publish(self) -> None:
+        if not self._publish_scheduled:
+            return
+        self._publish_scheduled = False
+        info = workflow.info()
+        snapshot = self._snapshot().model_dump(mode="json")
+        _projection.publish(info.task_queue, snapshot, info.get_current_history_length())
 
     def status(self) -> SagaStatus:
         if self._phase is SagaStatus.RUNNING and self._awaiting:

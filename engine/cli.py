@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from sqlalchemy import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from engine._client import SagaClient, connect
 from engine._definition import SagaDefinition
@@ -25,6 +27,7 @@ from engine._errors import InvalidSagaInput, SagaDefinitionError, SagaError, Unk
 from engine._registry import get as get_definition
 from engine._registry import load_modules
 from engine._state import SagaState
+from engine._store import SagaStore
 from engine._worker import build_worker
 from engine.config import Settings, get_settings
 
@@ -119,21 +122,44 @@ async def until_stopped() -> None:
             loop.remove_signal_handler(sig)
 
 
+def open_store(settings: Settings) -> SagaStore:
+    """The saga store, its schema brought up to date."""
+    store = SagaStore(settings.store_url())
+    try:
+        store.migrate()
+    except SQLAlchemyError as exc:
+        store.close()
+        raise CliError(f"cannot open the saga store at {_safe_url(store.url)}: {exc}") from None
+    return store
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
 async def serve_worker(settings: Settings, sagas: list[SagaDefinition[Any]]) -> None:
     client = await connect(settings.temporal_address, namespace=settings.namespace)
+    store = open_store(settings) if settings.store_enabled else None
     worker = build_worker(
         client,
         task_queue=settings.task_queue,
         sagas=sagas,
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        store=store,
     )
     names = ", ".join(s.name for s in sagas) or "none (no saga definitions found)"
     typer.echo(f"worker     task queue {settings.task_queue!r} on {settings.temporal_address}")
     typer.echo(f"sagas      {names}")
-    async with worker:
-        typer.echo("ready      press Ctrl-C to stop")
-        await until_stopped()
+    if store is not None:
+        typer.echo(f"store      {_safe_url(store.url)}")
+    try:
+        async with worker:
+            typer.echo("ready      press Ctrl-C to stop")
+            await until_stopped()
+    finally:
+        if store is not None:
+            store.close()
     typer.echo("stopped")
 
 
@@ -197,6 +223,16 @@ def server() -> None:
         typer.echo("stopped")
 
     run(serve())
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the saga store's schema (SAGAS_DATABASE_URL or DATABASE_URL)."""
+    settings = get_settings()
+    with errors_as_messages():
+        store = open_store(settings)
+    typer.echo(f"saga store up to date: {_safe_url(store.url)}")
+    store.close()
 
 
 @app.command()

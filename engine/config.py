@@ -7,14 +7,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SAGAS_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="SAGAS_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    #: "production" makes unsafe values an error (the API refuses to start without keys).
+    environment: Literal["development", "production"] = "development"
 
     temporal_address: str = Field(default="localhost:7233", description="Temporal frontend")
     namespace: str = "default"
@@ -28,6 +33,28 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=100, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
     log_level: str = "INFO"
+
+    # The saga store (sqlmodel; schema by Alembic).
+    #: SQLAlchemy URL; default: SQLite file ``sagas.sqlite`` under ``data_dir``.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SAGAS_DATABASE_URL", "DATABASE_URL")
+    )
+    #: Workers keep the store in step with the sagas they run.
+    store_enabled: bool = True
+
+    # The REST API (api/).
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    #: Bearer API keys, comma-separated; ``name:key`` names the caller in operator actions.
+    api_keys: Annotated[list[str], NoDecode] = []
+    #: Request bodies above this size are refused (413) before they are read further.
+    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
+    #: Links in the saga resource.
+    jaeger_url: str = "http://localhost:16686"
+    temporal_ui_url: str = "http://localhost:8233"
+    #: Server-sent events: how often the saga is looked at, and how long one stream may last.
+    events_poll_seconds: float = Field(default=0.5, gt=0, le=10)
+    events_max_seconds: float = Field(default=3600, gt=0)
 
     # Demo participants (participants/) and the activities that call them (activities/).
     participants_url: str = "http://127.0.0.1:8001"
@@ -45,12 +72,18 @@ class Settings(BaseSettings):
     #: Trips whose total is above this amount wait for approval before the payment.
     trip_approval_above: int = Field(default=2000, ge=0)
 
-    @field_validator("modules", mode="before")
+    @field_validator("modules", "api_keys", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
+
+    def store_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.data_dir / 'sagas.sqlite'}"
 
 
 @lru_cache

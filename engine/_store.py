@@ -1,0 +1,423 @@
+"""The saga store: what the API lists and shows, kept outside Temporal with sqlmodel.
+
+Temporal stays the source of truth for running sagas; the store is their projection (written by
+the workers as sagas change, see ``_projection``) plus what only the API knows: idempotency keys
+and operator actions. SQLite by default, PostgreSQL by URL; the schema is managed by Alembic
+(``engine/migrations``) and :meth:`SagaStore.migrate` brings a database up to date.
+
+A snapshot carries a *revision* (the saga's history length when it was taken): the store keeps
+the newest, so a late write from a worker that lost the saga never rolls a saga back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import JSON, Column, DateTime, Engine, Index, Text, event, func, text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, select
+
+from engine._state import SagaState, SagaStatus, StepState
+
+T = TypeVar("T")
+FINAL_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SagaRow(SQLModel, table=True):
+    __tablename__ = "sagas"
+    __table_args__ = (
+        Index("ix_sagas_created", "created_at", "id"),
+        Index("ix_sagas_type_created", "type", "created_at", "id"),
+        Index("ix_sagas_status_created", "status", "created_at", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=200)
+    type: str = Field(max_length=100)
+    status: str = Field(max_length=30)
+    input: Any = Field(default=None, sa_column=Column(JSON))
+    result: Any = Field(default=None, sa_column=Column(JSON))
+    error: str | None = Field(default=None, sa_type=Text)
+    cancel_reason: str | None = Field(default=None, sa_type=Text)
+    awaiting_approval: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    past_pivot: bool = False
+    trace_id: str | None = Field(default=None, max_length=32)
+    #: History length of the snapshot this row holds; 0 until a worker has written it.
+    revision: int = 0
+    created_at: datetime = Field(default_factory=_now, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=_now, sa_type=DateTime(timezone=True))
+
+
+class StepRow(SQLModel, table=True):
+    __tablename__ = "saga_steps"
+
+    saga_id: str = Field(primary_key=True, foreign_key="sagas.id", max_length=200)
+    position: int = Field(primary_key=True)
+    name: str = Field(max_length=200)
+    #: The whole step state (status, attempts, times, error, compensation, approval, output).
+    state: Any = Field(sa_column=Column(JSON, nullable=False))
+
+
+class IdempotencyKeyRow(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+
+    key: str = Field(primary_key=True, max_length=300)
+    saga_id: str = Field(max_length=200)
+    #: sha256 of the saga type and the canonical JSON of the validated input.
+    fingerprint: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=_now, sa_type=DateTime(timezone=True))
+
+
+class OperatorActionRow(SQLModel, table=True):
+    __tablename__ = "operator_actions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    saga_id: str = Field(index=True, max_length=200)
+    action: str = Field(max_length=30)
+    step: str | None = Field(default=None, max_length=200)
+    actor: str | None = Field(default=None, max_length=200)
+    reason: str | None = Field(default=None, sa_type=Text)
+    at: datetime = Field(default_factory=_now, sa_type=DateTime(timezone=True))
+
+
+TABLES = [
+    SQLModel.metadata.tables[t]
+    for t in ("sagas", "saga_steps", "idempotency_keys", "operator_actions")
+]
+
+
+class KeyConflict(Exception):
+    """An idempotency key was used before with another request."""
+
+
+@dataclass(frozen=True)
+class StoredSaga:
+    state: SagaState
+    trace_id: str | None
+    created_at: datetime
+    revision: int
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    action: str
+    step: str | None
+    actor: str | None
+    reason: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[StoredSaga]
+    next_cursor: str | None
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+def default_url(data_dir: Path) -> str:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data_dir / 'sagas.sqlite'}"
+
+
+class SagaStore:
+    """Sagas, their steps, idempotency keys and operator actions, in one database.
+
+    Synchronous (SQLAlchemy); async callers run it in a thread (``asyncio.to_thread``).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        sqlite = url.startswith("sqlite")
+        self.engine: Engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {},
+            pool_pre_ping=not sqlite,
+        )
+        if sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest Alembic revision."""
+        from engine._migrate import upgrade
+
+        upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # ------------------------------------------------------------ starting
+
+    def claim(
+        self,
+        *,
+        saga_id: str,
+        saga_type: str,
+        input: Any,
+        key: str | None,
+        fingerprint: str,
+        trace_id: str | None,
+    ) -> tuple[str, bool]:
+        """Record a saga about to start (and its idempotency key).
+
+        Returns (saga id, created). With a key seen before and the same fingerprint, the saga
+        it started; with another fingerprint, KeyConflict.
+        """
+
+        def work(s: Session) -> tuple[str, bool]:
+            if key is not None:
+                known = s.get(IdempotencyKeyRow, key)
+                if known is not None:
+                    if known.fingerprint != fingerprint:
+                        raise KeyConflict(
+                            "Idempotency-Key was used before with a different request"
+                        )
+                    return known.saga_id, False
+                s.add(IdempotencyKeyRow(key=key, saga_id=saga_id, fingerprint=fingerprint))
+            s.add(SagaRow(id=saga_id, type=saga_type, status=SagaStatus.RUNNING.value,
+                          input=input, trace_id=trace_id))  # fmt: skip
+            s.commit()
+            return saga_id, True
+
+        return self._retry_race(work)
+
+    def forget(self, saga_id: str, key: str | None) -> None:
+        """Undo :meth:`claim` for a saga that Temporal refused to start."""
+        with self.session() as s:
+            if key is not None:
+                s.exec(delete(IdempotencyKeyRow).where(col(IdempotencyKeyRow.key) == key))
+            s.exec(delete(SagaRow).where(col(SagaRow.id) == saga_id, col(SagaRow.revision) == 0))
+            s.commit()
+
+    # ----------------------------------------------------------- projection
+
+    def apply(self, snapshots: Sequence[tuple[SagaState, int]]) -> int:
+        """Write saga snapshots (state, revision); older than what is stored are skipped.
+
+        Returns how many were written.
+        """
+
+        def work(s: Session) -> int:
+            written = 0
+            for state, revision in snapshots:
+                row = s.get(SagaRow, state.id, with_for_update=True)
+                if row is None:
+                    row = SagaRow(id=state.id, type=state.type, status=state.status.value,
+                                  created_at=state.started_at)  # fmt: skip
+                elif row.revision > revision:
+                    continue
+                row.status = state.status.value
+                if state.input is not None:  # a saga failed at the Temporal level has none
+                    row.input = _jsonable(state.input)
+                row.result = _jsonable(state.result)
+                row.error = state.error
+                row.cancel_reason = state.cancel_reason
+                row.awaiting_approval = list(state.awaiting_approval)
+                row.past_pivot = state.past_pivot
+                row.revision = revision
+                row.updated_at = state.updated_at
+                s.add(row)
+                s.exec(delete(StepRow).where(col(StepRow.saga_id) == state.id))
+                s.flush()
+                for position, step in enumerate(state.steps):
+                    s.add(StepRow(saga_id=state.id, position=position, name=step.name,
+                                  state=step.model_dump(mode="json")))  # fmt: skip
+                written += 1
+            s.commit()
+            return written
+
+        return self._retry_race(work)
+
+    def unfinished(self, *, updated_before: datetime, limit: int = 500) -> list[str]:
+        """Ids of sagas the store does not hold as finished, not updated since a moment."""
+        finals = [s.value for s in FINAL_STATUSES]
+        with self.session() as s:
+            query = (
+                select(SagaRow.id)
+                .where(col(SagaRow.status).not_in(finals), col(SagaRow.updated_at) < updated_before)
+                .order_by(col(SagaRow.updated_at))
+                .limit(limit)
+            )
+            return list(s.exec(query).all())
+
+    # -------------------------------------------------------------- reading
+
+    def get(self, saga_id: str) -> StoredSaga | None:
+        with self.session() as s:
+            row = s.get(SagaRow, saga_id)
+            if row is None:
+                return None
+            steps = s.exec(
+                select(StepRow)
+                .where(col(StepRow.saga_id) == saga_id)
+                .order_by(col(StepRow.position))
+            ).all()
+            return _stored(row, list(steps))
+
+    def page(
+        self,
+        *,
+        saga_type: str | None = None,
+        status: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Newest first; ``cursor`` continues where the previous page ended."""
+        query = select(SagaRow)
+        if saga_type is not None:
+            query = query.where(col(SagaRow.type) == saga_type)
+        if status is not None:
+            query = query.where(col(SagaRow.status) == status)
+        if created_after is not None:
+            query = query.where(col(SagaRow.created_at) >= created_after)
+        if created_before is not None:
+            query = query.where(col(SagaRow.created_at) < created_before)
+        if cursor is not None:
+            at, last_id = decode_cursor(cursor)
+            query = query.where(
+                (col(SagaRow.created_at) < at)
+                | ((col(SagaRow.created_at) == at) & (col(SagaRow.id) < last_id))
+            )
+        query = query.order_by(col(SagaRow.created_at).desc(), col(SagaRow.id).desc())
+        with self.session() as s:
+            rows = list(s.exec(query.limit(limit + 1)).all())
+            more = len(rows) > limit
+            rows = rows[:limit]
+            ids = [r.id for r in rows]
+            steps: dict[str, list[StepRow]] = {i: [] for i in ids}
+            if ids:
+                for step in s.exec(
+                    select(StepRow)
+                    .where(col(StepRow.saga_id).in_(ids))
+                    .order_by(col(StepRow.saga_id), col(StepRow.position))
+                ).all():
+                    steps[step.saga_id].append(step)
+        items = [_stored(r, steps[r.id]) for r in rows]
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+        return Page(items, next_cursor)
+
+    def count(self) -> int:
+        with self.session() as s:
+            return int(s.exec(select(func.count()).select_from(SagaRow)).one())
+
+    # ------------------------------------------------------ operator actions
+
+    def record_action(
+        self,
+        saga_id: str,
+        action: str,
+        *,
+        step: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        with self.session() as s:
+            s.add(OperatorActionRow(saga_id=saga_id, action=action, step=step, actor=actor,
+                                    reason=reason))  # fmt: skip
+            s.commit()
+
+    def actions(self, saga_id: str) -> list[OperatorAction]:
+        with self.session() as s:
+            rows = s.exec(
+                select(OperatorActionRow)
+                .where(col(OperatorActionRow.saga_id) == saga_id)
+                .order_by(col(OperatorActionRow.id))
+            ).all()
+            return [OperatorAction(r.action, r.step, r.actor, r.reason, _aware(r.at)) for r in rows]
+
+    # -------------------------------------------------------------- helpers
+
+    def _retry_race(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in a fresh session, once more if a concurrent insert won a race."""
+        try:
+            with self.session() as s:
+                return work(s)
+        except IntegrityError:
+            with self.session() as s:
+                return work(s)
+
+
+def _sqlite_pragmas(conn: Any, _record: Any) -> None:
+    # WAL: the API reads while workers write, from several processes.
+    cursor = conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None:
+        return None
+    return json.loads(json.dumps(value, default=_default))
+
+
+def _default(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if dump is not None:
+        return dump(mode="json")
+    return str(value)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite gives naive datetimes back; everything we store is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _stored(row: SagaRow, steps: list[StepRow]) -> StoredSaga:
+    state = SagaState(
+        id=row.id,
+        type=row.type,
+        status=SagaStatus(row.status),
+        input=row.input,
+        result=row.result,
+        error=row.error,
+        steps=[StepState.model_validate(step.state) for step in steps],
+        cancel_reason=row.cancel_reason,
+        awaiting_approval=list(row.awaiting_approval or []),
+        past_pivot=row.past_pivot,
+        started_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+    )
+    return StoredSaga(state, row.trace_id, _aware(row.created_at), row.revision)
+
+
+def encode_cursor(created_at: datetime, saga_id: str) -> str:
+    raw = json.dumps([_aware(created_at).isoformat(), saga_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, saga_id = json.loads(raw)
+        when = datetime.fromisoformat(at)
+        if not isinstance(saga_id, str):
+            raise TypeError
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise InvalidCursor("cursor: not a cursor this API returned") from None
+    return _aware(when), saga_id

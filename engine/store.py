@@ -1,0 +1,28 @@
+"""The saga store, for the API and operators: sagas, steps, idempotency keys, actions.
+
+Workers keep it in step with the sagas (``build_worker(..., store=SagaStore(url))``); the API
+reads it to list and show sagas and writes idempotency keys and operator actions to it.
+"""
+
+from engine._projection import Projector, read_from_temporal
+from engine._store import (
+    FINAL_STATUSES,
+    InvalidCursor,
+    KeyConflict,
+    OperatorAction,
+    Page,
+    SagaStore,
+    StoredSaga,
+)
+
+__all__ = [
+    "FINAL_STATUSES",
+    "InvalidCursor",
+    "KeyConflict",
+    "OperatorAction",
+    "Page",
+    "Projector",
+    "SagaStore",
+    "StoredSaga",
+    "read_from_temporal",
+]
