@@ -33,6 +33,7 @@ from engine._definition import (
     SagaDefinition,
     Step,
     StepKind,
+    activity_name,
 )
 from engine._errors import (
     InvalidSagaInput,
@@ -56,7 +57,7 @@ from engine._state import (
     StepState,
     StepStatus,
 )
-from engine._step_info import StepInfo, idempotency_key, step_info
+from engine._step_info import StepInfo, idempotency_key, idempotency_key_for, step_info
 from engine._worker import build_replayer, build_worker
 from engine._workflow import StepFailed
 
@@ -93,9 +94,11 @@ __all__ = [
     "TemporalUnavailable",
     "UnknownSagaType",
     "build_replayer",
+    "activity_name",
     "build_worker",
     "connect",
     "idempotency_key",
+    "idempotency_key_for",
     "load_modules",
     "registered",
     "step_info",

@@ -194,7 +194,9 @@ def dev(module: ModuleOpt = None) -> None:
         ) as temporal:
             typer.echo(f"temporal   {temporal.address} (data {temporal.database})")
             typer.echo(f"ui         {temporal.ui_url}")
-            local = settings.model_copy(update={"temporal_address": temporal.address})
+            local = settings.model_copy(
+                update={"temporal_address": temporal.address, "temporal_ui_url": temporal.ui_url}
+            )
             async with contextlib.AsyncExitStack() as components:
                 for _, component in _plugins("sagas.components"):
                     typer.echo(await components.enter_async_context(component(local)))

@@ -16,7 +16,8 @@ EXPORTED = {
     "Saga", "SagaAlreadyExists", "SagaClient", "SagaConflict", "SagaDefinition",
     "SagaDefinitionError", "SagaError", "SagaNotFound", "SagaRun", "SagaState", "SagaStatus",
     "SagaSummary", "Step", "StepFailed", "StepInfo", "StepKind", "StepState", "StepStatus",
-    "TemporalUnavailable", "UnknownSagaType", "build_replayer", "build_worker", "connect",
+    "TemporalUnavailable", "UnknownSagaType", "activity_name", "build_replayer", "build_worker",
+    "connect", "idempotency_key_for",
     "idempotency_key", "load_modules", "registered", "step_info",
 }  # fmt: skip
 

@@ -73,6 +73,14 @@ def plan(
         db.execute("INSERT OR REPLACE INTO plans VALUES (?, ?)", (saga_id, json.dumps(spec)))
 
 
+def plan_key(saga_id: str, order_id: str) -> str:
+    """Plans are keyed by saga id; sagas started through the API (which picks the id) are
+    planned by their input's ``order_id`` instead."""
+    with closing(_db()) as db:
+        row = db.execute("SELECT 1 FROM plans WHERE saga_id = ?", (saga_id,)).fetchone()
+    return saga_id if row is not None else order_id
+
+
 def get_plan(saga_id: str) -> dict[str, Any]:
     with closing(_db()) as db:
         row = db.execute("SELECT plan FROM plans WHERE saga_id = ?", (saga_id,)).fetchone()

@@ -61,10 +61,11 @@ def participant(step: str) -> tuple[Any, Any]:
     async def do(order: Order) -> Receipt:
         info = step_info()
         ledger.record_call(info.saga_id, info.step, "forward", info.attempt)
-        spec = ledger.get_plan(info.saga_id)
-        if info.step in spec["refuse"] or ledger.take_fault(info.saga_id, "refusals", info.step):
+        planned = ledger.plan_key(info.saga_id, order.order_id)
+        spec = ledger.get_plan(planned)
+        if info.step in spec["refuse"] or ledger.take_fault(planned, "refusals", info.step):
             raise ApplicationError(f"{info.step} refused", type="Refused", non_retryable=True)
-        if ledger.take_fault(info.saga_id, "transient", info.step):
+        if ledger.take_fault(planned, "transient", info.step):
             raise ApplicationError(f"{info.step} temporarily unavailable", type="Unavailable")
         slow = spec["slow"].get(info.step)
         if slow:
@@ -83,7 +84,8 @@ def participant(step: str) -> tuple[Any, Any]:
         info = step_info()
         ledger.record_call(info.saga_id, info.step, "compensation", info.attempt)
         assert c.idempotency_key == info.idempotency_key
-        if ledger.take_fault(info.saga_id, "compensation_failures", info.step):
+        planned = ledger.plan_key(info.saga_id, c.input.order_id)
+        if ledger.take_fault(planned, "compensation_failures", info.step):
             raise ApplicationError(f"cannot undo {info.step} right now", type="Unavailable")
         ledger.undo(c.idempotency_key, info.saga_id, info.step)
 

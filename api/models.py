@@ -1,0 +1,102 @@
+"""What the API takes and returns (the saga resource, pages, saga types, problems)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from engine import CompensationStatus, Decision, SagaStatus, StepStatus
+
+
+class Problem(BaseModel):
+    """An error, as application/problem+json (RFC 9457)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    #: For invalid input: one entry per field, e.g. {"field": "hotel.nights", "message": ...}.
+    errors: list[dict[str, Any]] | None = None
+
+
+class CompensationPublic(BaseModel):
+    status: CompensationStatus
+    attempts: int
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+    resolved_by: str | None = None
+    resolution: str | None = None
+
+
+class StepPublic(BaseModel):
+    name: str
+    kind: str
+    status: StepStatus
+    attempts: int
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+    idempotency_key: str
+    approval: Decision | None = None
+    compensation: CompensationPublic | None = None
+
+
+class OperatorActionPublic(BaseModel):
+    action: str
+    step: str | None = None
+    actor: str | None = None
+    reason: str | None = None
+    at: datetime
+
+
+class SagaPublic(BaseModel):
+    id: str
+    type: str
+    status: SagaStatus
+    input: Any = None
+    result: Any = None
+    error: str | None = None
+    cancel_reason: str | None = None
+    awaiting_approval: list[str] = []
+    past_pivot: bool = False
+    steps: list[StepPublic]
+    actions: list[OperatorActionPublic] = []
+    trace_id: str | None = None
+    trace_url: str | None = None
+    temporal_url: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SagaPage(BaseModel):
+    items: list[SagaPublic]
+    next_cursor: str | None = None
+
+
+class SagaTypeStep(BaseModel):
+    name: str
+    kind: str
+    compensation: str | None = None
+
+
+class SagaTypePublic(BaseModel):
+    name: str
+    description: str = ""
+    steps: list[SagaTypeStep]
+    input_schema: dict[str, Any]
+    diagram: str
+
+
+class CancelBody(BaseModel):
+    reason: str = Field(default="cancelled by request", min_length=1, max_length=2000)
+
+
+class DecisionBody(BaseModel):
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class ResolveBody(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000, examples=["refunded by hand, ticket #123"])

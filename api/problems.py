@@ -1,0 +1,87 @@
+"""Every error as application/problem+json, from one place.
+
+Engine errors carry their HTTP status (``SagaError.http_status``); request validation names the
+field; anything unexpected is a 500 with no internals in it (and a log line with them).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi import HTTPException as FastApiHTTPException
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from engine import InvalidSagaInput, SagaError
+from engine.store import InvalidCursor, KeyConflict
+
+logger = logging.getLogger("api")
+MEDIA_TYPE = "application/problem+json"
+
+
+class BodyTooLarge(FastApiHTTPException):
+    """Raised while the body streams in; an HTTPException so that FastAPI passes it on."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
+        self.limit = limit
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _field(loc: Any) -> str:
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(SagaError)
+    async def saga_error(request: Request, exc: SagaError) -> JSONResponse:
+        extra: dict[str, Any] = {}
+        if isinstance(exc, InvalidSagaInput):
+            extra["errors"] = [
+                {"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors
+            ]
+        return problem(exc.http_status, exc.code, exc.message, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, "invalid_request", detail, errors=errors)
+
+    @app.exception_handler(KeyConflict)
+    async def key_conflict(request: Request, exc: KeyConflict) -> JSONResponse:
+        return problem(409, "idempotency_key_conflict", str(exc))
+
+    @app.exception_handler(InvalidCursor)
+    async def invalid_cursor(request: Request, exc: InvalidCursor) -> JSONResponse:
+        return problem(
+            422,
+            "invalid_request",
+            str(exc),
+            errors=[{"field": "query.cursor", "message": str(exc)}],
+        )
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return problem(413, "body_too_large", str(exc.detail))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        title = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+        return problem(exc.status_code, title, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem(500, "internal_error", "an unexpected error; it has been logged")

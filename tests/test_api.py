@@ -1,0 +1,354 @@
+"""The REST API, route by route and error by error, on SQLite and on PostgreSQL.
+
+The app runs with its real lifespan (Temporal client, saga store, migrations) against the dev
+server, with a worker that projects into the same store; requests go through httpx's ASGI
+transport. Test sagas come from tests/support/sagas.py, their faults planned by order id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import UnsafeSettings, create_app
+from engine import build_worker
+from engine.config import Settings
+from engine.store import SagaStore
+from tests.support import ledger
+from tests.support.ledger import ALWAYS
+from tests.support.postgres import create_database
+from tests.support.sagas import ALL
+
+pytestmark = pytest.mark.temporal
+
+KEY = "ops:" + "k" * 32
+AUTH = {"Authorization": "Bearer " + "k" * 32}
+
+
+@dataclass
+class Api:
+    http: httpx.AsyncClient
+    settings: Settings
+
+    async def start(
+        self, saga_type: str, *, key: str | None = None, **plan: Any
+    ) -> tuple[str, dict[str, Any]]:
+        """Start a test saga whose faults are planned by its order id; (order id, resource)."""
+        order_id = f"o-{uuid.uuid4().hex[:10]}"
+        amount = plan.pop("amount", 10)
+        ledger.plan(order_id, **plan)
+        headers = {**AUTH, **({"Idempotency-Key": key} if key else {})}
+        response = await self.http.post(
+            f"/sagas/{saga_type}", json={"order_id": order_id, "amount": amount}, headers=headers
+        )
+        assert response.status_code == 202, response.text
+        return order_id, response.json()
+
+    async def get(self, saga_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"/sagas/{saga_id}", headers=AUTH)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def until(
+        self, saga_id: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while not ok(saga := await self.get(saga_id)):
+                await asyncio.sleep(0.1)
+        return saga
+
+    async def status(self, saga_id: str, status: str, timeout: float = 30) -> dict[str, Any]:
+        return await self.until(saga_id, lambda s: s["status"] == status, timeout)
+
+    async def post(self, path: str, body: Any = None, **headers: str) -> httpx.Response:
+        return await self.http.post(path, json=body, headers={**AUTH, **headers})
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+async def api(
+    request: pytest.FixtureRequest,
+    dev_env: WorkflowEnvironment,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Api]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('api') / 'sagas.sqlite'}"
+    else:
+        url = create_database(request.getfixturevalue("postgres"), f"api_{uuid.uuid4().hex}")
+    settings = Settings(
+        database_url=url,
+        temporal_address=dev_env.client.service_client.config.target_host,
+        task_queue=f"api-{uuid.uuid4()}",
+        modules=["tests.support.sagas"],
+        api_keys=[KEY],
+    )
+    store = SagaStore(url)
+    store.migrate()
+    app = create_app(settings)
+    worker = build_worker(dev_env.client, task_queue=settings.task_queue, sagas=ALL, store=store)
+    async with worker, app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            yield Api(http, settings)
+    store.close()
+
+
+def assert_problem(response: httpx.Response, status: int, *needles: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    for needle in needles:
+        assert needle in json.dumps(body)
+    return body
+
+
+class TestStart:
+    async def test_a_saga_starts_and_is_followed_to_its_end(self, api: Api) -> None:
+        _, started = await api.start("three_steps")
+        assert started["status"] == "running"
+        assert [s["name"] for s in started["steps"]] == ["a", "b", "c"]
+        assert started["temporal_url"].endswith(f"/workflows/{started['id']}")
+        done = await api.status(started["id"], "completed")
+        assert [s["status"] for s in done["steps"]] == ["succeeded"] * 3
+        assert done["result"]["a"]["step"] == "a"
+        assert done["created_at"] == started["created_at"]
+
+    async def test_the_same_key_and_body_give_the_same_saga(self, api: Api) -> None:
+        key = f"key-{uuid.uuid4()}"
+        body = {"order_id": f"o-{uuid.uuid4().hex[:8]}", "amount": 3}
+        first = await api.post("/sagas/three_steps", body, **{"Idempotency-Key": key})
+        again = await api.post("/sagas/three_steps", body, **{"Idempotency-Key": key})
+        assert (first.status_code, again.status_code) == (202, 200)
+        assert first.json()["id"] == again.json()["id"]
+        other = await api.post(
+            "/sagas/three_steps", {**body, "amount": 4}, **{"Idempotency-Key": key}
+        )
+        assert_problem(other, 409, "Idempotency-Key")
+
+    async def test_an_unknown_type_is_404(self, api: Api) -> None:
+        assert_problem(await api.post("/sagas/no_such_saga", {}), 404, "no_such_saga")
+
+    async def test_invalid_input_is_422_naming_the_field(self, api: Api) -> None:
+        response = await api.post("/sagas/three_steps", {"order_id": "o", "amount": -5})
+        body = assert_problem(response, 422, "amount")
+        assert body["errors"][0]["field"] == "amount"
+
+    async def test_a_body_that_is_not_json_is_422(self, api: Api) -> None:
+        response = await api.http.post(
+            "/sagas/three_steps",
+            content=b"{oops",
+            headers={**AUTH, "content-type": "application/json"},
+        )
+        assert_problem(response, 422, "body")
+
+    async def test_an_oversized_body_is_413_before_it_is_read(self, api: Api) -> None:
+        big = {"order_id": "x" * (api.settings.api_max_body_bytes + 1)}
+        assert_problem(await api.post("/sagas/three_steps", big), 413)
+
+    async def test_an_oversized_body_without_a_length_is_413(self, api: Api) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'{"order_id": "'
+            for _ in range(api.settings.api_max_body_bytes // 1024 + 1):
+                yield b"x" * 1024
+            yield b'"}'
+
+        response = await api.http.post(
+            "/sagas/three_steps",
+            content=chunks(),
+            headers={**AUTH, "content-type": "application/json"},
+        )
+        assert_problem(response, 413)
+
+
+class TestReading:
+    async def test_list_filters_and_pages(self, api: Api) -> None:
+        ids = [(await api.start("conditional"))[1]["id"] for _ in range(3)]
+        for saga_id in ids:
+            await api.status(saga_id, "completed")
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params = {"type": "conditional", "limit": "2", **({"cursor": cursor} if cursor else {})}
+            page = (await api.http.get("/sagas", params=params, headers=AUTH)).json()
+            seen += [item["id"] for item in page["items"]]
+            if not (cursor := page["next_cursor"]):
+                break
+        assert set(ids) <= set(seen)
+        assert len(seen) == len(set(seen))
+        failed = (
+            await api.http.get(
+                "/sagas", params={"type": "conditional", "status": "failed"}, headers=AUTH
+            )
+        ).json()
+        assert failed["items"] == []
+
+    async def test_bad_list_parameters_are_422_naming_them(self, api: Api) -> None:
+        bad_status = await api.http.get("/sagas", params={"status": "lost"}, headers=AUTH)
+        assert_problem(bad_status, 422, "query.status")
+        bad_cursor = await api.http.get("/sagas", params={"cursor": "abc"}, headers=AUTH)
+        assert_problem(bad_cursor, 422, "cursor")
+        bad_limit = await api.http.get("/sagas", params={"limit": "0"}, headers=AUTH)
+        assert_problem(bad_limit, 422, "query.limit")
+
+    async def test_an_unknown_saga_is_404(self, api: Api) -> None:
+        assert_problem(await api.http.get("/sagas/nobody", headers=AUTH), 404, "nobody")
+
+    async def test_events_stream_until_the_saga_ends(self, api: Api) -> None:
+        _, started = await api.start("three_steps")
+        statuses = []
+        async with api.http.stream("GET", f"/sagas/{started['id']}/events", headers=AUTH) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    statuses.append(json.loads(line[6:])["status"])
+        assert statuses[-1] == "completed"
+        assert statuses.count("completed") == 1
+
+    async def test_saga_types_describe_steps_schema_and_diagram(self, api: Api) -> None:
+        listed = (await api.http.get("/saga-types", headers=AUTH)).json()
+        assert "pivoted" in {t["name"] for t in listed}
+        pivoted = (await api.http.get("/saga-types/pivoted", headers=AUTH)).json()
+        assert [(s["name"], s["kind"]) for s in pivoted["steps"]] == [
+            ("a", "compensatable"),
+            ("b", "pivot"),
+            ("c", "retriable"),
+            ("d", "retriable"),
+        ]
+        assert pivoted["input_schema"]["properties"]["order_id"]["examples"] == ["o-1"]
+        assert pivoted["diagram"].startswith("flowchart LR")
+        assert "b{{" in pivoted["diagram"]
+        assert_problem(await api.http.get("/saga-types/nope", headers=AUTH), 404)
+
+
+class TestSteering:
+    async def test_cancel_compensates_what_was_done(self, api: Api) -> None:
+        _, started = await api.start("approval", amount=500)
+        saga_id = started["id"]
+        await api.status(saga_id, "awaiting_approval")
+        cancelled = await api.post(f"/sagas/{saga_id}/cancel", {"reason": "customer asked"})
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["cancel_reason"] == "customer asked"
+        done = await api.status(saga_id, "compensated")
+        assert done["steps"][0]["status"] == "compensated"
+        assert [(a["action"], a["actor"], a["reason"]) for a in done["actions"]] == [
+            ("cancel", "ops", "customer asked")
+        ]
+        assert_problem(await api.post(f"/sagas/{saga_id}/cancel"), 409, "finished")
+
+    async def test_cancel_after_the_pivot_is_409(self, api: Api) -> None:
+        _, started = await api.start("pivoted", transient={"c": 20})
+        saga_id = started["id"]
+        await api.until(saga_id, lambda s: s["past_pivot"])
+        assert_problem(await api.post(f"/sagas/{saga_id}/cancel"), 409, "pivot")
+        await api.status(saga_id, "completed")
+
+    async def test_cancel_of_an_unknown_saga_is_404(self, api: Api) -> None:
+        assert_problem(await api.post("/sagas/nobody/cancel"), 404)
+
+    async def test_approve_and_reject(self, api: Api) -> None:
+        _, yes = await api.start("approval", amount=500)
+        _, no = await api.start("approval", amount=500)
+        for saga in (yes, no):
+            await api.status(saga["id"], "awaiting_approval")
+        approved = await api.post(f"/sagas/{yes['id']}/approve", {"comment": "fine"})
+        assert approved.status_code == 200, approved.text
+        rejected = await api.post(f"/sagas/{no['id']}/reject", {"comment": "too much"})
+        assert rejected.status_code == 200, rejected.text
+        done = await api.status(yes["id"], "completed")
+        assert done["steps"][1]["approval"]["by"] == "ops"
+        assert done["steps"][1]["approval"]["comment"] == "fine"
+        await api.status(no["id"], "compensated")
+        assert_problem(await api.post(f"/sagas/{yes['id']}/approve"), 409)
+
+    async def test_retry_and_resolve_repair_compensation_failed(self, api: Api) -> None:
+        order_id, broken = await api.start(
+            "three_steps", refuse={"c"}, compensation_failures={"a": ALWAYS, "b": ALWAYS}
+        )
+        saga_id = broken["id"]
+        failed = await api.status(saga_id, "compensation_failed")
+        assert {s["name"]: s["status"] for s in failed["steps"]} == {
+            "a": "compensation_failed",
+            "b": "compensation_failed",
+            "c": "failed",
+        }
+
+        ledger.fix(order_id)  # the participant is repaired; the operator retries
+        retried = await api.post(f"/sagas/{saga_id}/compensations/retry")
+        assert retried.status_code == 200, retried.text
+        done = await api.status(saga_id, "compensated")
+        assert [a["action"] for a in done["actions"]] == ["retry_compensations"]
+        assert_problem(await api.post(f"/sagas/{saga_id}/compensations/retry"), 409)
+
+        _, stuck = await api.start("three_steps", refuse={"b"}, compensation_failures={"a": ALWAYS})
+        await api.status(stuck["id"], "compensation_failed")
+        missing = await api.post(f"/sagas/{stuck['id']}/steps/a/resolve", {})
+        assert_problem(missing, 422, "reason")
+        resolved = await api.post(
+            f"/sagas/{stuck['id']}/steps/a/resolve", {"reason": "refunded by hand"}
+        )
+        assert resolved.status_code == 200, resolved.text
+        settled = await api.status(stuck["id"], "compensated")
+        assert settled["steps"][0]["status"] == "resolved"
+        assert settled["steps"][0]["compensation"]["resolution"] == "refunded by hand"
+        assert settled["actions"][0]["step"] == "a"
+
+    async def test_retry_on_a_healthy_saga_is_409(self, api: Api) -> None:
+        _, started = await api.start("three_steps")
+        await api.status(started["id"], "completed")
+        assert_problem(await api.post(f"/sagas/{started['id']}/compensations/retry"), 409)
+
+
+class TestAuth:
+    async def test_a_missing_key_is_401_and_a_wrong_one_403(self, api: Api) -> None:
+        missing = await api.http.get("/sagas")
+        assert_problem(missing, 401)
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = await api.http.get("/sagas", headers={"Authorization": "Bearer " + "x" * 32})
+        assert_problem(wrong, 403)
+        start = await api.http.post("/sagas/three_steps", json={})
+        assert_problem(start, 401)
+
+    async def test_health_and_metrics_need_no_key(self, api: Api) -> None:
+        assert (await api.http.get("/healthz")).json() == {"status": "ok"}
+        ready = await api.http.get("/readyz")
+        assert ready.json() == {"status": "ready", "temporal": "ok", "database": "ok"}
+        metrics = await api.http.get("/metrics")
+        assert 'sagas_api_started_total{type="three_steps"}' in metrics.text
+
+    def test_production_without_keys_refuses_to_start(self) -> None:
+        with pytest.raises(UnsafeSettings, match="SAGAS_API_KEYS"):
+            create_app(Settings(environment="production"))
+
+    def test_short_keys_are_refused(self) -> None:
+        with pytest.raises(ValueError, match="shorter than 16"):
+            create_app(Settings(api_keys=["ops:short"]))
+
+
+async def test_readiness_reports_an_unreachable_database(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'gone' / 'sagas.sqlite'}"  # its folder does not exist
+    settings = Settings(
+        database_url=url, temporal_address=dev_env.client.service_client.config.target_host
+    )
+    from api.metrics import ApiMetrics
+    from api.runtime import Runtime
+    from engine import SagaClient
+
+    runtime = Runtime(settings, SagaClient(dev_env.client), SagaStore(url), ApiMetrics())
+    app = create_app(settings, runtime=runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+        ready = await c.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["database"].startswith("unreachable")
+    assert ready.json()["temporal"] == "ok"
