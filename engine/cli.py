@@ -129,7 +129,8 @@ def open_store(settings: Settings) -> SagaStore:
         store.migrate()
     except SQLAlchemyError as exc:
         store.close()
-        raise CliError(f"cannot open the saga store at {_safe_url(store.url)}: {exc}") from None
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise CliError(f"cannot open the saga store at {_safe_url(store.url)}: {reason}") from None
     return store
 
 

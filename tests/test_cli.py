@@ -48,6 +48,28 @@ class TestBadInput:
         result = sagas("start", "money_transfer", "--input", "-", "-m", "examples", stdin="{oops")
         assert_one_line_error(result, "not valid JSON")
 
+    def test_the_api_refuses_production_without_keys(self) -> None:
+        env = {**os.environ, "SAGAS_ENVIRONMENT": "production", "SAGAS_API_KEYS": ""}
+        result = sagas("api", env=env)
+        assert_one_line_error(result, "production mode needs API keys", "SAGAS_API_KEYS")
+        assert result.returncode == 2
+
+    def test_a_short_api_key_is_refused(self) -> None:
+        result = sagas("api", env={**os.environ, "SAGAS_API_KEYS": "ops:short"})
+        assert_one_line_error(result, "API key 'ops' is shorter than 16 characters")
+
+    def test_migrate_creates_the_store(self, tmp_path: Path) -> None:
+        env = {**os.environ, "SAGAS_DATABASE_URL": f"sqlite:///{tmp_path}/s.sqlite"}
+        result = sagas("migrate", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "saga store up to date" in result.stdout
+        bad = sagas(
+            "migrate", env={**os.environ, "DATABASE_URL": "postgresql+psycopg://x@127.0.0.1:1/db"}
+        )
+        assert_one_line_error(
+            bad, "cannot open the saga store at postgresql+psycopg://x@127.0.0.1:1/db"
+        )
+
     def test_unknown_module(self) -> None:
         result = sagas("worker", "--module", "no_such_module_here")
         assert_one_line_error(result, "cannot import saga module 'no_such_module_here'")
@@ -62,7 +84,7 @@ class TestBadInput:
 
 @pytest.fixture
 def stack_env(tmp_path: Path) -> dict[str, str]:
-    port, ui_port, participants_port = free_port(), free_port(), free_port()
+    port, ui_port, participants_port, api_port = (free_port() for _ in range(4))
     return {
         **os.environ,
         "SAGAS_DATA_DIR": str(tmp_path / "data"),
@@ -71,6 +93,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "SAGAS_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
         "SAGAS_TASK_QUEUE": "cli-test",
         "SAGAS_PARTICIPANTS_PORT": str(participants_port),
+        "SAGAS_API_PORT": str(api_port),
     }
 
 
@@ -148,6 +171,9 @@ def test_dev_runs_a_saga_and_stops_on_ctrl_c(stack_env: dict[str, str], tmp_path
         assert f"temporal   127.0.0.1:{stack_env['SAGAS_TEMPORAL_PORT']}" in log
         assert f"ui         http://127.0.0.1:{stack_env['SAGAS_TEMPORAL_UI_PORT']}" in log
         assert f"participants http://127.0.0.1:{stack_env['SAGAS_PARTICIPANTS_PORT']}" in log
+        assert f"api        http://127.0.0.1:{stack_env['SAGAS_API_PORT']}" in log
+        assert "no API keys" in log  # make dev says that it runs open
+        assert "store      sqlite:///" in log
         started = subprocess.run(
             [*SAGAS, "start", "gift_order", "--input", "examples/gift.json", "-m", "examples",
              "--wait"],
