@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 LOCK    := requirements-dev.lock
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test test-all lint format typecheck lock clean
+.PHONY: help install dev test test-all lint format typecheck lock clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test: $(STAMP)  ## run the test suite (slow suites excluded)
 
 test-all: $(STAMP)  ## run every suite, slow ones included
 	$(BIN)/pytest
+
+bench: $(STAMP)  ## benchmarks (not tests): API start path against the Temporal client
+	$(PY) -m bench.api_start --sagas 300 --concurrency 20 --rounds 2
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -1,17 +1,24 @@
 """Alembic, driven from code: the API and the worker bring the store's schema up to date.
 
 The migration scripts live in ``engine/migrations``; ``sagas migrate`` runs them by hand.
+Several processes may start at once on a new database (``sagas dev``, a deployment rolling
+out): on PostgreSQL an advisory lock serialises them; on SQLite the loser of the race retries
+and finds the schema already at head.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: Any fixed number: the key of the advisory lock that serialises migrations on PostgreSQL.
+_LOCK_KEY = 7_242_001
 
 
 def config(engine: Engine) -> Config:
@@ -22,5 +29,21 @@ def config(engine: Engine) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    command.upgrade(config(engine), revision)
+def upgrade(engine: Engine, revision: str = "head", attempts: int = 5) -> None:
+    for attempt in range(1, attempts + 1):
+        try:
+            if engine.dialect.name == "postgresql":
+                with engine.connect() as lock:
+                    lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
+                    try:
+                        command.upgrade(config(engine), revision)
+                    finally:
+                        lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+                        lock.commit()
+            else:
+                command.upgrade(config(engine), revision)
+            return
+        except DBAPIError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)  # another process is migrating: let it finish

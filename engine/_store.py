@@ -179,6 +179,7 @@ class SagaStore:
         key: str | None,
         fingerprint: str,
         trace_id: str | None,
+        created_at: datetime | None = None,
     ) -> tuple[str, bool]:
         """Record a saga about to start (and its idempotency key).
 
@@ -196,8 +197,18 @@ class SagaStore:
                         )
                     return known.saga_id, False
                 s.add(IdempotencyKeyRow(key=key, saga_id=saga_id, fingerprint=fingerprint))
-            s.add(SagaRow(id=saga_id, type=saga_type, status=SagaStatus.RUNNING.value,
-                          input=input, trace_id=trace_id))  # fmt: skip
+            at = created_at or _now()
+            s.add(
+                SagaRow(
+                    id=saga_id,
+                    type=saga_type,
+                    status=SagaStatus.RUNNING.value,
+                    input=input,
+                    trace_id=trace_id,
+                    created_at=at,
+                    updated_at=at,
+                )
+            )
             s.commit()
             return saga_id, True
 

@@ -8,6 +8,8 @@ the reconciler repairs what a lost worker never wrote.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -66,6 +68,24 @@ class TestSchema:
     def test_migrating_twice_is_harmless(self, store: SagaStore) -> None:
         store.migrate()
         assert store.count() == 0
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_processes_that_start_together_all_migrate(
+    database: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """`sagas dev` and rolling deployments start the API and workers at once on a new store."""
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'race.sqlite'}"
+    else:
+        url = create_database(request.getfixturevalue("postgres"), f"race_{uuid.uuid4().hex}")
+    code = f"from engine._store import SagaStore; SagaStore({url!r}).migrate()"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
 
 
 class TestIdempotencyKeys:

@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Response
@@ -16,8 +16,8 @@ from fastapi.responses import StreamingResponse
 
 from api.models import CancelBody, DecisionBody, ResolveBody, SagaPage, SagaPublic
 from api.runtime import CallerDep, RuntimeDep, current_trace_id, find_definition
-from engine import SagaAlreadyExists, SagaStatus, UnknownSagaType, registered
-from engine.store import FINAL_STATUSES
+from engine import SagaAlreadyExists, SagaState, SagaStatus, UnknownSagaType, registered
+from engine.store import FINAL_STATUSES, StoredSaga
 
 router = APIRouter(tags=["sagas"])
 
@@ -56,6 +56,7 @@ async def start_saga(
         raise UnknownSagaType(f"unknown saga type {saga_type!r} (registered: {known})")
     model = definition.validate_input(body)
     input_json = model.model_dump(mode="json")
+    now, trace_id = datetime.now(UTC), current_trace_id()
     saga_id, created = await asyncio.to_thread(
         runtime.store.claim,
         saga_id=f"{saga_type}-{uuid.uuid4()}",
@@ -63,7 +64,8 @@ async def start_saga(
         input=input_json,
         key=key,
         fingerprint=fingerprint(saga_type, input_json),
-        trace_id=current_trace_id(),
+        trace_id=trace_id,
+        created_at=now,
     )
     try:
         # Also for a repeated key: the first request may have died between claim and start.
@@ -74,11 +76,20 @@ async def start_saga(
         if created:
             await asyncio.to_thread(runtime.store.forget, saga_id, key)
         raise
-    if created:
-        runtime.metrics.started.labels(saga_type).inc()
-    else:
+    if not created:
         response.status_code = 200
-    return await runtime.resource(saga_id)
+        return await runtime.resource(saga_id)
+    runtime.metrics.started.labels(saga_type).inc()
+    # What the store now holds, without reading it back: the start path stays short.
+    state = SagaState(
+        id=saga_id,
+        type=saga_type,
+        status=SagaStatus.RUNNING,
+        input=input_json,
+        started_at=now,
+        updated_at=now,
+    )
+    return runtime.render(StoredSaga(state, trace_id, now, revision=0))
 
 
 @router.get("/sagas", response_model=SagaPage)

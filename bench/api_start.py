@@ -1,0 +1,224 @@
+"""Starting sagas through the REST API against starting them with the Temporal client.
+
+Both modes run side by side in one run, on the same embedded Temporal dev server and the same
+worker process (with the saga store projection on), alternating rounds so that drift hits both:
+
+* client: ``SagaClient.start`` from this process;
+* api:    ``POST /sagas/bench_trip`` to a ``sagas api`` process (which validates, writes the
+          saga and the idempotency key to the store, then starts the workflow).
+
+For each round: N sagas started with C in flight at a time, then waited for to completion.
+Reported: throughput (completed sagas per second, first start to last completion), start
+latency p50/p99, and the api/client throughput ratio. Not a test: run it with ``make bench``.
+
+    python -m bench.api_start --sagas 300 --concurrency 20 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from engine import SagaClient, load_modules
+from tests.support.processes import ROOT, SAGAS, free_port
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Round:
+    mode: str
+    sagas: int
+    seconds: float
+    start_latencies: list[float]
+    cpu: dict[str, float] | None = None
+
+    @property
+    def throughput(self) -> float:
+        return self.sagas / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.start_latencies)
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+
+async def run_round(
+    mode: str,
+    count: int,
+    concurrency: int,
+    start: Callable[[str], Awaitable[str]],
+    sagas: SagaClient,
+) -> Round:
+    latencies: list[float] = []
+    ids: list[str] = []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(n: int) -> None:
+        async with gate:
+            began = time.perf_counter()
+            ids.append(await start(f"{mode}-{uuid.uuid4().hex[:8]}-{n}"))
+            latencies.append(time.perf_counter() - began)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(one(n) for n in range(count)))
+    finals = await asyncio.gather(*(sagas.result(i) for i in ids))
+    seconds = time.perf_counter() - began
+    bad = [s.id for s in finals if s.status.value != "completed"]
+    if bad:
+        raise SystemExit(f"{len(bad)} sagas did not complete, e.g. {bad[0]}")
+    return Round(mode, count, seconds, latencies)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def binary(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise SystemExit(f"{name} is not installed; run `make install`")
+    return found
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [*SAGAS, *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+async def wait_ready(log: Path, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while "ready" not in (text := await asyncio.to_thread(log.read_text)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"process did not start:\n{text}")
+        await asyncio.sleep(0.2)
+
+
+async def main(count: int, concurrency: int, rounds: int) -> dict[str, object]:
+    load_modules(["bench.sagas"])
+    folder = Path(tempfile.mkdtemp(prefix="sagas-bench-"))
+    env_server = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "SAGAS_DATA_DIR": str(folder),
+        "SAGAS_TEMPORAL_ADDRESS": env_server.client.service_client.config.target_host,
+        "SAGAS_TASK_QUEUE": "bench",
+        "SAGAS_MODULES": "bench.sagas",
+        "SAGAS_API_PORT": str(port),
+    }
+    worker = spawn(["worker"], env, folder / "worker.log")
+    api = spawn(["api"], env, folder / "api.log")
+    try:
+        await wait_ready(folder / "worker.log", worker)
+        await wait_ready(folder / "api.log", api)
+        sagas = SagaClient(env_server.client, task_queue="bench")
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
+        ) as http:
+
+            async def via_client(trip_id: str) -> str:
+                return await sagas.start("bench_trip", {"trip_id": trip_id})
+
+            async def via_api(trip_id: str) -> str:
+                response = await http.post("/sagas/bench_trip", json={"trip_id": trip_id})
+                response.raise_for_status()
+                saga_id: str = response.json()["id"]
+                return saga_id
+
+            # Warm up both paths (connections, caches, the worker's sticky queues).
+            await run_round("client", 20, concurrency, via_client, sagas)
+            await run_round("api", 20, concurrency, via_api, sagas)
+            processes = {"api": api.pid, "worker": worker.pid}
+
+            def cpu_now() -> dict[str, float]:
+                now = {name: cpu_seconds(pid) for name, pid in processes.items()}
+                times = os.times()
+                now["bench"] = times.user + times.system
+                return now
+
+            results: list[Round] = []
+            for _ in range(rounds):
+                for mode, start in (("client", via_client), ("api", via_api)):
+                    before = cpu_now()
+                    done = await run_round(mode, count, concurrency, start, sagas)
+                    after = cpu_now()
+                    done.cpu = {k: after[k] - before[k] for k in after}
+                    results.append(done)
+    finally:
+        for proc in (api, worker):
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        await env_server.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def summary(mode: str) -> dict[str, float]:
+        mine = [r for r in results if r.mode == mode]
+        latencies = [x for r in mine for x in r.start_latencies]
+        merged = Round(mode, sum(r.sagas for r in mine), sum(r.seconds for r in mine), latencies)
+        return {
+            "sagas_per_second": round(merged.throughput, 1),
+            "start_p50_ms": round(merged.percentile(0.50), 1),
+            "start_p99_ms": round(merged.percentile(0.99), 1),
+            "rounds": [round(r.throughput, 1) for r in mine],  # type: ignore[dict-item]
+            # CPU milliseconds per saga, by process (the Temporal server is not counted).
+            "cpu_ms_per_saga": {  # type: ignore[dict-item]
+                name: round(1000 * sum((r.cpu or {}).get(name, 0) for r in mine) / merged.sagas, 2)
+                for name in ("api", "worker", "bench")
+            },
+        }
+
+    client, via = summary("client"), summary("api")
+    return {
+        "sagas_per_round": count,
+        "concurrency": concurrency,
+        "client": client,
+        "api": via,
+        "api_over_client": round(via["sagas_per_second"] / client["sagas_per_second"], 3),
+        "median_round_ratio": round(
+            statistics.median(
+                a.throughput / c.throughput
+                for c, a in zip(results[::2], results[1::2], strict=True)
+            ),
+            3,
+        ),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sagas", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=2)
+    options = parser.parse_args()
+    print(
+        json.dumps(asyncio.run(main(options.sagas, options.concurrency, options.rounds)), indent=2)
+    )

@@ -1,0 +1,61 @@
+"""The saga the benchmarks run: trip-style, three steps with compensations, trivial activities.
+
+The activities do no I/O, so what is measured is the engine, Temporal and the start path.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from temporalio import activity
+
+from engine import Compensation, Saga, Step
+
+
+class Trip(BaseModel):
+    trip_id: str
+    amount: int = 100
+
+
+class Booked(BaseModel):
+    what: str
+
+
+@activity.defn
+async def bench_reserve_flight(trip: Trip) -> Booked:
+    return Booked(what="flight")
+
+
+@activity.defn
+async def bench_cancel_flight(undo: Compensation[Trip, Booked]) -> None:
+    return None
+
+
+@activity.defn
+async def bench_reserve_hotel(trip: Trip) -> Booked:
+    return Booked(what="hotel")
+
+
+@activity.defn
+async def bench_cancel_hotel(undo: Compensation[Trip, Booked]) -> None:
+    return None
+
+
+@activity.defn
+async def bench_charge(trip: Trip) -> Booked:
+    return Booked(what="charge")
+
+
+@activity.defn
+async def bench_refund(undo: Compensation[Trip, Booked]) -> None:
+    return None
+
+
+bench_trip = Saga(
+    "bench_trip",
+    input=Trip,
+    steps=[
+        Step(bench_reserve_flight, compensate=bench_cancel_flight),
+        Step(bench_reserve_hotel, compensate=bench_cancel_hotel),
+        Step(bench_charge, compensate=bench_refund),
+    ],
+)
