@@ -47,6 +47,7 @@ def caller(keys: list[ApiKey], authorization: str | None) -> str:
     return found
 
 
-def require_key(request: Request) -> str:
+async def require_key(request: Request) -> str:
+    # async: FastAPI would run a plain function in a worker thread, on every request.
     keys: list[ApiKey] = request.app.state.api_keys
     return caller(keys, request.headers.get("authorization"))

@@ -85,6 +85,59 @@ async def run_round(
     return Round(mode, count, seconds, latencies)
 
 
+class LeanHttp:
+    """A minimal HTTP/1.1 keep-alive client, one connection per concurrent caller.
+
+    Like wrk, it spends little CPU per request, so that the load generator's own cost (httpx
+    costs about 3 ms of CPU per request here) is not charged to the API on a shared machine.
+    """
+
+    def __init__(self, host: str, port: int, size: int) -> None:
+        self.host, self.port = host, port
+        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+        self.size = size
+
+    async def open(self) -> None:
+        for _ in range(self.size):
+            self.idle.put_nowait(await asyncio.open_connection(self.host, self.port))
+
+    async def close(self) -> None:
+        while not self.idle.empty():
+            _, writer = self.idle.get_nowait()
+            writer.close()
+
+    async def post_json(self, path: str, body: bytes) -> tuple[int, bytes]:
+        reader, writer = await self.idle.get()
+        try:
+            try:
+                return await self._exchange(reader, writer, path, body)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closed an idle keep-alive connection: open a new one, once.
+                writer.close()
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+                return await self._exchange(reader, writer, path, body)
+        finally:
+            self.idle.put_nowait((reader, writer))
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes
+    ) -> tuple[int, bytes]:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        return status, await reader.readexactly(length)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -114,7 +167,7 @@ async def wait_ready(log: Path, proc: subprocess.Popen[bytes]) -> None:
         await asyncio.sleep(0.2)
 
 
-async def main(count: int, concurrency: int, rounds: int) -> dict[str, object]:
+async def main(count: int, concurrency: int, rounds: int, http_client: str) -> dict[str, object]:
     load_modules(["bench.sagas"])
     folder = Path(tempfile.mkdtemp(prefix="sagas-bench-"))
     env_server = await WorkflowEnvironment.start_local(
@@ -145,11 +198,22 @@ async def main(count: int, concurrency: int, rounds: int) -> dict[str, object]:
             async def via_client(trip_id: str) -> str:
                 return await sagas.start("bench_trip", {"trip_id": trip_id})
 
+            lean = LeanHttp("127.0.0.1", port, concurrency)
+            await lean.open()
+
             async def via_api(trip_id: str) -> str:
-                response = await http.post("/sagas/bench_trip", json={"trip_id": trip_id})
-                response.raise_for_status()
-                saga_id: str = response.json()["id"]
-                return saga_id
+                if http_client == "httpx":
+                    response = await http.post("/sagas/bench_trip", json={"trip_id": trip_id})
+                    response.raise_for_status()
+                    saga_id: str = response.json()["id"]
+                    return saga_id
+                status, body = await lean.post_json(
+                    "/sagas/bench_trip", json.dumps({"trip_id": trip_id}).encode()
+                )
+                if status != 202:
+                    raise SystemExit(f"start refused: {status} {body[:300]!r}")
+                started: str = json.loads(body)["id"]
+                return started
 
             # Warm up both paths (connections, caches, the worker's sticky queues).
             await run_round("client", 20, concurrency, via_client, sagas)
@@ -163,13 +227,17 @@ async def main(count: int, concurrency: int, rounds: int) -> dict[str, object]:
                 return now
 
             results: list[Round] = []
-            for _ in range(rounds):
-                for mode, start in (("client", via_client), ("api", via_api)):
+            order = [("client", via_client), ("api", via_api)]
+            for number in range(rounds):
+                # ABBA: the server slows as finished sagas pile up; alternating which mode
+                # goes first cancels that drift out of the pairwise ratios.
+                for mode, start in order if number % 2 == 0 else order[::-1]:
                     before = cpu_now()
                     done = await run_round(mode, count, concurrency, start, sagas)
                     after = cpu_now()
                     done.cpu = {k: after[k] - before[k] for k in after}
                     results.append(done)
+            await lean.close()
     finally:
         for proc in (api, worker):
             proc.terminate()
@@ -203,10 +271,15 @@ async def main(count: int, concurrency: int, rounds: int) -> dict[str, object]:
         "client": client,
         "api": via,
         "api_over_client": round(via["sagas_per_second"] / client["sagas_per_second"], 3),
+        "http_client": http_client,
         "median_round_ratio": round(
             statistics.median(
-                a.throughput / c.throughput
-                for c, a in zip(results[::2], results[1::2], strict=True)
+                api_round.throughput / client_round.throughput
+                for client_round, api_round in zip(
+                    [r for r in results if r.mode == "client"],
+                    [r for r in results if r.mode == "api"],
+                    strict=True,
+                )
             ),
             3,
         ),
@@ -218,7 +291,13 @@ if __name__ == "__main__":
     parser.add_argument("--sagas", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--http-client", choices=["lean", "httpx"], default="lean")
     options = parser.parse_args()
     print(
-        json.dumps(asyncio.run(main(options.sagas, options.concurrency, options.rounds)), indent=2)
+        json.dumps(
+            asyncio.run(
+                main(options.sagas, options.concurrency, options.rounds, options.http_client)
+            ),
+            indent=2,
+        )
     )

@@ -52,12 +52,14 @@ class Projector:
         *,
         reconcile_every: timedelta = timedelta(seconds=30),
         quiet_for: timedelta = timedelta(seconds=20),
+        batch_window: timedelta = timedelta(milliseconds=50),
     ) -> None:
         self.store = store
         self.client = client
         self.task_queue = task_queue
         self.reconcile_every = reconcile_every
         self.quiet_for = quiet_for
+        self.batch_window = batch_window
         self._pending: dict[str, tuple[dict[str, Any], int]] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,7 +98,7 @@ class Projector:
             batch, self._pending = self._pending, {}
         if not batch:
             return
-        snapshots = [(SagaState.model_validate(s), rev) for s, rev in batch.values()]
+        snapshots = list(batch.values())
         try:
             self.written += await asyncio.to_thread(self.store.apply, snapshots)
         except Exception:
@@ -113,6 +115,9 @@ class Projector:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            # Let a few more changes arrive: one write then carries several sagas, and a saga
+            # that moved on twice meanwhile is written once.
+            await asyncio.sleep(self.batch_window.total_seconds())
             try:
                 await self.flush()
                 backoff = 0.1

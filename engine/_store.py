@@ -21,7 +21,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Column, DateTime, Engine, Index, Text, event, func, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    Text,
+    bindparam,
+    event,
+    func,
+    insert,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, select
 
@@ -149,6 +163,7 @@ class SagaStore:
         )
         if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
 
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest Alembic revision."""
@@ -187,32 +202,50 @@ class SagaStore:
         it started; with another fingerprint, KeyConflict.
         """
 
-        def work(s: Session) -> tuple[str, bool]:
+        keys, sagas = IdempotencyKeyRow.__table__, SagaRow.__table__  # type: ignore[attr-defined]
+        at = created_at or _now()
+
+        def work(conn: Connection) -> tuple[str, bool]:
             if key is not None:
-                known = s.get(IdempotencyKeyRow, key)
+                known = conn.execute(
+                    select(keys.c.saga_id, keys.c.fingerprint).where(keys.c.key == key)
+                ).first()
                 if known is not None:
-                    if known.fingerprint != fingerprint:
+                    if known[1] != fingerprint:
                         raise KeyConflict(
                             "Idempotency-Key was used before with a different request"
                         )
-                    return known.saga_id, False
-                s.add(IdempotencyKeyRow(key=key, saga_id=saga_id, fingerprint=fingerprint))
-            at = created_at or _now()
-            s.add(
-                SagaRow(
-                    id=saga_id,
-                    type=saga_type,
-                    status=SagaStatus.RUNNING.value,
-                    input=input,
-                    trace_id=trace_id,
-                    created_at=at,
-                    updated_at=at,
+                    return str(known[0]), False
+                conn.execute(
+                    insert(keys),
+                    {"key": key, "saga_id": saga_id, "fingerprint": fingerprint, "created_at": at},
                 )
+            conn.execute(
+                insert(sagas),
+                {
+                    "id": saga_id,
+                    "type": saga_type,
+                    "status": SagaStatus.RUNNING.value,
+                    "input": input,
+                    "result": None,
+                    "error": None,
+                    "cancel_reason": None,
+                    "awaiting_approval": [],
+                    "past_pivot": False,
+                    "trace_id": trace_id,
+                    "revision": 0,
+                    "created_at": at,
+                    "updated_at": at,
+                },
             )
-            s.commit()
             return saga_id, True
 
-        return self._retry_race(work)
+        try:
+            with self.engine.begin() as conn:
+                return work(conn)
+        except IntegrityError:  # the same key, claimed by a concurrent request: theirs wins
+            with self.engine.begin() as conn:
+                return work(conn)
 
     def forget(self, saga_id: str, key: str | None) -> None:
         """Undo :meth:`claim` for a saga that Temporal refused to start."""
@@ -224,42 +257,70 @@ class SagaStore:
 
     # ----------------------------------------------------------- projection
 
-    def apply(self, snapshots: Sequence[tuple[SagaState, int]]) -> int:
-        """Write saga snapshots (state, revision); older than what is stored are skipped.
+    def apply(self, snapshots: Sequence[tuple[SagaState | dict[str, Any], int]]) -> int:
+        """Write saga snapshots (state or its JSON form, revision) in one transaction.
 
-        Returns how many were written.
+        Snapshots older than what is stored are skipped; returns how many were written. SQL
+        Core, not the ORM: this is the workers' hot path.
         """
+        latest: dict[str, tuple[dict[str, Any], int]] = {}
+        for snapshot, revision in snapshots:
+            data = snapshot.model_dump(mode="json") if isinstance(snapshot, SagaState) else snapshot
+            known = latest.get(data["id"])
+            if known is None or known[1] <= revision:
+                latest[data["id"]] = (data, revision)
+        if not latest:
+            return 0
+        sagas, steps = SagaRow.__table__, StepRow.__table__  # type: ignore[attr-defined]
 
-        def work(s: Session) -> int:
-            written = 0
-            for state, revision in snapshots:
-                row = s.get(SagaRow, state.id, with_for_update=True)
-                if row is None:
-                    row = SagaRow(id=state.id, type=state.type, status=state.status.value,
-                                  created_at=state.started_at)  # fmt: skip
-                elif row.revision > revision:
-                    continue
-                row.status = state.status.value
-                if state.input is not None:  # a saga failed at the Temporal level has none
-                    row.input = _jsonable(state.input)
-                row.result = _jsonable(state.result)
-                row.error = state.error
-                row.cancel_reason = state.cancel_reason
-                row.awaiting_approval = list(state.awaiting_approval)
-                row.past_pivot = state.past_pivot
-                row.revision = revision
-                row.updated_at = state.updated_at
-                s.add(row)
-                s.exec(delete(StepRow).where(col(StepRow.saga_id) == state.id))
-                s.flush()
-                for position, step in enumerate(state.steps):
-                    s.add(StepRow(saga_id=state.id, position=position, name=step.name,
-                                  state=step.model_dump(mode="json")))  # fmt: skip
-                written += 1
-            s.commit()
-            return written
+        def work(conn: Connection) -> int:
+            query = select(sagas.c.id, sagas.c.revision).where(sagas.c.id.in_(list(latest)))
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            stored: dict[str, int] = {row[0]: row[1] for row in conn.execute(query)}
+            fresh = [(d, r) for i, (d, r) in latest.items() if stored.get(i, -1) <= r]
+            if not fresh:
+                return 0
+            rows = [_saga_values(d, r) for d, r in fresh]
+            new = [row for row in rows if row["id"] not in stored]
+            if new:
+                conn.execute(insert(sagas), new)
+            changed = [row for row in rows if row["id"] in stored]
+            for with_input in (True, False):  # a saga failed at the Temporal level has no input
+                group = [r for r in changed if (r["input"] is not None) is with_input]
+                if group:
+                    columns = [
+                        c
+                        for c in group[0]
+                        if c not in ("id", "created_at") and (with_input or c != "input")
+                    ]
+                    statement = (
+                        update(sagas)
+                        .where(sagas.c.id == bindparam("_id"))
+                        .values({c: bindparam(c) for c in columns})
+                    )
+                    conn.execute(
+                        statement, [{"_id": r["id"], **{c: r[c] for c in columns}} for r in group]
+                    )
+            ids = [d["id"] for d, _ in fresh]
+            conn.execute(delete(steps).where(steps.c.saga_id.in_(ids)))
+            step_rows = [
+                {"saga_id": d["id"], "position": n, "name": step["name"], "state": step}
+                for d, _ in fresh
+                for n, step in enumerate(d.get("steps") or [])
+            ]
+            if step_rows:
+                conn.execute(insert(steps), step_rows)
+            return len(fresh)
 
-        return self._retry_race(work)
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except IntegrityError:  # another writer inserted one of these sagas meanwhile
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def unfinished(self, *, updated_before: datetime, limit: int = 500) -> list[str]:
         """Ids of sagas the store does not hold as finished, not updated since a moment."""
@@ -372,13 +433,38 @@ class SagaStore:
                 return work(s)
 
 
+def _saga_values(data: dict[str, Any], revision: int) -> dict[str, Any]:
+    return {
+        "id": data["id"],
+        "type": data["type"],
+        "status": data["status"],
+        "input": data.get("input"),
+        "result": data.get("result"),
+        "error": data.get("error"),
+        "cancel_reason": data.get("cancel_reason"),
+        "awaiting_approval": list(data.get("awaiting_approval") or []),
+        "past_pivot": bool(data.get("past_pivot")),
+        "revision": revision,
+        "updated_at": datetime.fromisoformat(data["updated_at"]),
+        "created_at": datetime.fromisoformat(data["started_at"]),
+    }
+
+
 def _sqlite_pragmas(conn: Any, _record: Any) -> None:
+    # The driver must not open transactions itself: _sqlite_begin opens them, IMMEDIATE, so
+    # that a transaction that reads then writes never meets a stale snapshot (SQLITE_BUSY
+    # that no busy timeout waits out); writers queue on the lock instead.
+    conn.isolation_level = None
     # WAL: the API reads while workers write, from several processes.
     cursor = conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _jsonable(value: Any) -> Any:

@@ -78,9 +78,13 @@ def errors_as_messages() -> Iterator[None]:
         fail(str(exc), exc.code)
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    with errors_as_messages():
-        return asyncio.run(coro)
+def run(
+    coro: Coroutine[Any, Any, T],
+    *,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
+    with errors_as_messages(), asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(coro)
     raise AssertionError("unreachable")
 
 
@@ -148,6 +152,7 @@ async def serve_worker(settings: Settings, sagas: list[SagaDefinition[Any]]) -> 
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         store=store,
+        sandbox=settings.workflow_sandbox,
     )
     names = ", ".join(s.name for s in sagas) or "none (no saga definitions found)"
     typer.echo(f"worker     task queue {settings.task_queue!r} on {settings.temporal_address}")

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=100, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
     log_level: str = "INFO"
+    #: Run sagas in Temporal's workflow sandbox (guards saga definitions against I/O, clocks
+    #: and randomness in ``when``/``input`` callables); off saves CPU per saga.
+    workflow_sandbox: bool = True
 
     # The saga store (sqlmodel; schema by Alembic).
     #: SQLAlchemy URL; default: SQLite file ``sagas.sqlite`` under ``data_dir``.

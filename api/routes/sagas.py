@@ -48,7 +48,7 @@ async def start_saga(
     runtime: RuntimeDep,
     caller: CallerDep,
     key: IdempotencyKey = None,
-) -> SagaPublic:
+) -> SagaPublic | Response:
     """Start a saga (the body is its input); a repeated Idempotency-Key gives the same saga."""
     definition = find_definition(saga_type)
     if definition is None:
