@@ -500,9 +500,12 @@ class SagaWorkflow:
         self._awaiting_step(request)
 
     @workflow.update
-    def retry_compensations(self) -> SagaState:
+    async def retry_compensations(self) -> SagaState:
         self._retry_requested = True
         self._touch()
+        # Answer once the compensation loop has taken the request (the saga is compensating
+        # again), so the caller never sees the state it has just asked to leave.
+        await workflow.wait_condition(lambda: not self._retry_requested)
         return self._snapshot()
 
     @retry_compensations.validator
@@ -514,7 +517,7 @@ class SagaWorkflow:
             )
 
     @workflow.update
-    def resolve(self, request: ResolveRequest) -> SagaState:
+    async def resolve(self, request: ResolveRequest) -> SagaState:
         state = self._steps[request.step]
         comp = state.compensation
         assert comp is not None
@@ -523,6 +526,14 @@ class SagaWorkflow:
         comp.resolved_by = request.by
         comp.ended_at = workflow.now()
         self._set_step(state, StepStatus.RESOLVED)
+        # Resolving the last failed compensation settles the saga (compensated); answer with
+        # that status rather than the compensation_failed it is about to leave.
+        await workflow.wait_condition(
+            lambda: (
+                self._phase is not SagaStatus.COMPENSATION_FAILED
+                or any(s.status is StepStatus.COMPENSATION_FAILED for s in self._steps.values())
+            )
+        )
         return self._snapshot()
 
     @resolve.validator

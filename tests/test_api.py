@@ -214,6 +214,24 @@ class TestReading:
         assert statuses[-1] == "completed"
         assert statuses.count("completed") == 1
 
+    async def test_events_carry_the_operator_actions(self, api: Api) -> None:
+        _, started = await api.start("approval", amount=500)
+        await api.status(started["id"], "awaiting_approval")
+
+        async def approve() -> httpx.Response:
+            return await api.post(f"/sagas/{started['id']}/approve", {"comment": "ok"})
+
+        # ASGITransport hands over the stream only once it ends, so approve alongside it.
+        approving = asyncio.create_task(approve())
+        events = []
+        async with api.http.stream("GET", f"/sagas/{started['id']}/events", headers=AUTH) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+        assert (await approving).status_code == 200
+        assert events[-1]["status"] == "completed"
+        assert [(a["action"], a["reason"]) for a in events[-1]["actions"]] == [("approve", "ok")]
+
     async def test_saga_types_describe_steps_schema_and_diagram(self, api: Api) -> None:
         listed = (await api.http.get("/saga-types", headers=AUTH)).json()
         assert "pivoted" in {t["name"] for t in listed}
@@ -285,6 +303,7 @@ class TestSteering:
         ledger.fix(order_id)  # the participant is repaired; the operator retries
         retried = await api.post(f"/sagas/{saga_id}/compensations/retry")
         assert retried.status_code == 200, retried.text
+        assert retried.json()["status"] == "compensating"
         done = await api.status(saga_id, "compensated")
         assert [a["action"] for a in done["actions"]] == ["retry_compensations"]
         assert_problem(await api.post(f"/sagas/{saga_id}/compensations/retry"), 409)
@@ -297,6 +316,7 @@ class TestSteering:
             f"/sagas/{stuck['id']}/steps/a/resolve", {"reason": "refunded by hand"}
         )
         assert resolved.status_code == 200, resolved.text
+        assert resolved.json()["status"] == "compensated"  # settled, not the state it left
         settled = await api.status(stuck["id"], "compensated")
         assert settled["steps"][0]["status"] == "resolved"
         assert settled["steps"][0]["compensation"]["resolution"] == "refunded by hand"

@@ -228,7 +228,8 @@ async def _events(runtime: RuntimeDep, saga_id: str) -> AsyncIterator[str]:
         seen = (stored.revision, stored.state.status, stored.state.updated_at)
         if seen != last_sent:
             last_sent = seen
-            resource = runtime.render(stored)
+            actions = await asyncio.to_thread(runtime.store.actions, saga_id)
+            resource = runtime.render(stored, actions)
             yield f"event: saga\ndata: {resource.model_dump_json()}\n\n"
             if stored.state.status in FINAL_STATUSES:
                 return
