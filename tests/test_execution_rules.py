@@ -225,7 +225,7 @@ class TestRule3CompensationRetriesAndRepair:
         await wait_for(sagas, saga_id, status_is(SagaStatus.COMPENSATION_FAILED))
         with pytest.raises(SagaConflict, match="only a step whose compensation failed"):
             await sagas.resolve(saga_id, "b", reason="b was fine")
-        answer = await sagas.resolve(saga_id, "a", reason="refunded by phone, ticket 42", by="ops@x")
+        answer = await sagas.resolve(saga_id, "a", reason="refunded by phone, ticket 42", by="ops")
         # Resolving the last failed compensation settles the saga, and the answer says so.
         assert answer.status is SagaStatus.COMPENSATED
         state = await sagas.result(saga_id)
@@ -234,7 +234,7 @@ class TestRule3CompensationRetriesAndRepair:
         assert step.status is StepStatus.RESOLVED
         assert step.compensation is not None
         assert step.compensation.resolution == "refunded by phone, ticket 42"
-        assert step.compensation.resolved_by == "ops@x"
+        assert step.compensation.resolved_by == "ops"
 
     async def test_retry_refused_unless_compensation_failed(self, sagas: SagaClient) -> None:
         saga_id = await start(sagas, "three_steps", slow={"b": 30})
