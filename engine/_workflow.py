@@ -484,16 +484,16 @@ class SagaWorkflow:
             raise _conflict(f"a cancellation is already under way ({self._cancel.reason})")
 
     @workflow.update
-    def approve(self, request: DecisionRequest) -> SagaState:
-        return self._decide(request, approved=True)
+    async def approve(self, request: DecisionRequest) -> SagaState:
+        return await self._decide(request, approved=True)
 
     @approve.validator
     def _validate_approve(self, request: DecisionRequest) -> None:
         self._awaiting_step(request)
 
     @workflow.update
-    def reject(self, request: DecisionRequest) -> SagaState:
-        return self._decide(request, approved=False)
+    async def reject(self, request: DecisionRequest) -> SagaState:
+        return await self._decide(request, approved=False)
 
     @reject.validator
     def _validate_reject(self, request: DecisionRequest) -> None:
@@ -547,12 +547,15 @@ class SagaWorkflow:
                 "compensation failed can be resolved"
             )
 
-    def _decide(self, request: DecisionRequest, *, approved: bool) -> SagaState:
+    async def _decide(self, request: DecisionRequest, *, approved: bool) -> SagaState:
         step = self._awaiting_step(request)
         self._decisions[step] = Decision(
             approved=approved, by=request.by, comment=request.comment, at=workflow.now()
         )
         self._touch()
+        # Answer once the step has taken the decision, so the caller sees the saga moving on
+        # (running again, or the step failed by the rejection), not still awaiting approval.
+        await workflow.wait_condition(lambda: step not in self._awaiting)
         return self._snapshot()
 
     def _awaiting_step(self, request: DecisionRequest) -> str:

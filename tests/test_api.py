@@ -230,7 +230,8 @@ class TestReading:
                     events.append(json.loads(line[6:]))
         assert (await approving).status_code == 200
         assert events[-1]["status"] == "completed"
-        assert [(a["action"], a["reason"]) for a in events[-1]["actions"]] == [("approve", "ok")]
+        actions = [(a["action"], a["step"], a["reason"]) for a in events[-1]["actions"]]
+        assert actions == [("approve", "b", "ok")]
 
     async def test_saga_types_describe_steps_schema_and_diagram(self, api: Api) -> None:
         listed = (await api.http.get("/saga-types", headers=AUTH)).json()

@@ -337,7 +337,9 @@ class TestRule7Approval:
         state = await wait_for(sagas, saga_id, status_is(SagaStatus.AWAITING_APPROVAL))
         assert state.awaiting_approval == ["b"]
         assert ledger.active(saga_id) == {"a"}
-        await sagas.approve(saga_id, by="manager", comment="ok")
+        answer = await sagas.approve(saga_id, by="manager", comment="ok")
+        # The answer shows the saga moving on, not still waiting for the decision it took.
+        assert (answer.status, answer.awaiting_approval) == (SagaStatus.RUNNING, [])
         state = await sagas.result(saga_id)
         assert state.status is SagaStatus.COMPLETED
         decision = state.step("b").approval
@@ -348,7 +350,8 @@ class TestRule7Approval:
     async def test_rejected(self, sagas: SagaClient) -> None:
         saga_id = await start(sagas, "approval", amount=500)
         await wait_for(sagas, saga_id, status_is(SagaStatus.AWAITING_APPROVAL))
-        await sagas.reject(saga_id, by="manager", comment="too expensive")
+        answer = await sagas.reject(saga_id, by="manager", comment="too expensive")
+        assert answer.step("b").status is StepStatus.FAILED
         state = await sagas.result(saga_id)
         assert state.status is SagaStatus.COMPENSATED
         assert state.step("b").error == "rejected by manager: too expensive"

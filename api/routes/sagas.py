@@ -150,7 +150,7 @@ async def approve_saga(
     comment = (body or DecisionBody()).comment
     await runtime.stored(saga_id)
     state = await runtime.sagas.approve(saga_id, by=caller, comment=comment)
-    await _record(runtime, saga_id, "approve", caller, reason=comment)
+    await _record(runtime, saga_id, "approve", caller, step=_decided(state), reason=comment)
     return await runtime.resource(saga_id, fresher=state)
 
 
@@ -165,7 +165,7 @@ async def reject_saga(
     comment = (body or DecisionBody()).comment
     await runtime.stored(saga_id)
     state = await runtime.sagas.reject(saga_id, by=caller, comment=comment)
-    await _record(runtime, saga_id, "reject", caller, reason=comment)
+    await _record(runtime, saga_id, "reject", caller, step=_decided(state), reason=comment)
     return await runtime.resource(saga_id, fresher=state)
 
 
@@ -189,6 +189,12 @@ async def resolve_step(
     state = await runtime.sagas.resolve(saga_id, step, reason=body.reason, by=caller)
     await _record(runtime, saga_id, "resolve", caller, step=step, reason=body.reason)
     return await runtime.resource(saga_id, fresher=state)
+
+
+def _decided(state: SagaState) -> str | None:
+    """The step that the decision just returned in ``state`` was for: the latest decided."""
+    decided = [s for s in state.steps if s.approval is not None]
+    return max(decided, key=lambda s: s.approval.at).name if decided else None  # type: ignore[union-attr]
 
 
 async def _record(
