@@ -193,8 +193,8 @@ async def resolve_step(
 
 def _decided(state: SagaState) -> str | None:
     """The step that the decision just returned in ``state`` was for: the latest decided."""
-    decided = [s for s in state.steps if s.approval is not None]
-    return max(decided, key=lambda s: s.approval.at).name if decided else None  # type: ignore[union-attr]
+    decided = [(s.approval.at, s.name) for s in state.steps if s.approval and s.approval.at]
+    return max(decided)[1] if decided else None
 
 
 async def _record(
