@@ -147,6 +147,17 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'sagas.sqlite'}"
 
 
+def with_driver(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` (as platforms set ``DATABASE_URL``) use psycopg 3.
+
+    SQLAlchemy would pick psycopg2 for them, which is not installed.
+    """
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
 class SagaStore:
     """Sagas, their steps, idempotency keys and operator actions, in one database.
 
@@ -154,6 +165,7 @@ class SagaStore:
     """
 
     def __init__(self, url: str) -> None:
+        url = with_driver(url)
         self.url = url
         sqlite = url.startswith("sqlite")
         self.engine: Engine = create_engine(

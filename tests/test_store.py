@@ -22,7 +22,7 @@ from sqlalchemy import MetaData
 from temporalio.testing import WorkflowEnvironment
 
 from engine import SagaClient, SagaState, SagaStatus, StepState, StepStatus, build_worker
-from engine._store import TABLES
+from engine._store import TABLES, with_driver
 from engine.store import InvalidCursor, KeyConflict, Projector, SagaStore
 from tests.support import ledger
 from tests.support.postgres import create_database
@@ -89,6 +89,23 @@ def test_processes_that_start_together_all_migrate(
     ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+
+
+class TestUrls:
+    @pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+    def test_a_plain_postgres_url_uses_psycopg_3(self, scheme: str) -> None:
+        assert with_driver(f"{scheme}://u:p@db/sagas") == "postgresql+psycopg://u:p@db/sagas"
+
+    def test_a_plain_url_reaches_a_real_server(self, postgres: str) -> None:
+        url = create_database(postgres, f"plain_{uuid.uuid4().hex}")
+        store = SagaStore(url.replace("postgresql+psycopg://", "postgresql://"))
+        store.migrate()
+        assert store.count() == 0
+        store.close()
+
+    def test_other_urls_are_kept(self) -> None:
+        for url in ("sqlite:///x.sqlite", "postgresql+psycopg://u@db/s", "postgresql+asyncpg://d"):
+            assert with_driver(url) == url
 
 
 class TestIdempotencyKeys:
