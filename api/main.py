@@ -13,6 +13,8 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
@@ -25,6 +27,7 @@ from api.runtime import Runtime
 from engine import SagaClient, connect, load_modules
 from engine.config import Settings
 from engine.store import SagaStore
+from engine.telemetry import configure_tracing, flush_tracing
 
 
 class UnsafeSettings(ValueError):
@@ -37,6 +40,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         raise UnsafeSettings("production mode needs API keys: set SAGAS_API_KEYS")
     keys = parse_keys(settings.api_keys)
     metrics = runtime.metrics if runtime else ApiMetrics()
+    tracer_provider = configure_tracing("sagas-api")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,6 +51,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         load_modules(settings.modules)
         store = SagaStore(settings.store_url())
         store.migrate()
+        if tracer_provider is not None:
+            SQLAlchemyInstrumentor().instrument(
+                engine=store.engine, tracer_provider=tracer_provider
+            )
         client = await connect(settings.temporal_address, namespace=settings.namespace)
         app.state.runtime = Runtime(
             settings, SagaClient(client, task_queue=settings.task_queue), store, metrics
@@ -55,6 +63,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             yield
         finally:
             store.close()
+            flush_tracing()
 
     app = FastAPI(
         title="Sagas",
@@ -72,6 +81,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.include_router(health.router)
     app.add_middleware(MeasureRequests, metrics=metrics)
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    if tracer_provider is not None:
+        # Probes and scrapes would be most of the spans and tell nothing about sagas.
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracer_provider, excluded_urls="healthz,readyz,metrics"
+        )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, Request
-from opentelemetry import trace
 
 from api.auth import require_key
 from api.metrics import ApiMetrics
@@ -130,11 +129,6 @@ def _step(step: StepState) -> StepPublic:
         approval=step.approval,
         compensation=compensation,
     )
-
-
-def current_trace_id() -> str | None:
-    context = trace.get_current_span().get_span_context()
-    return f"{context.trace_id:032x}" if context.is_valid else None
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -17,6 +17,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.contrib.opentelemetry import OpenTelemetryPlugin
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -36,6 +37,7 @@ from engine._state import (
     SagaState,
     SagaStatus,
 )
+from engine._tracing import tracing_enabled
 from engine._workflow import CONFLICT
 
 DEFAULT_TASK_QUEUE = "sagas"
@@ -44,10 +46,18 @@ _SAGA_ID = re.compile(r"^[^\s/]{1,200}$")
 
 
 async def connect(target: str = "localhost:7233", *, namespace: str = "default") -> Client:
-    """A Temporal client with the pydantic data converter the engine needs."""
+    """A Temporal client with the pydantic data converter the engine needs.
+
+    With tracing on (:func:`engine.configure_tracing`), the client carries Temporal's
+    OpenTelemetry plugin, and so do the workers built on it: the trace context travels from
+    the caller through the workflow to every activity.
+    """
     try:
         return await Client.connect(
-            target, namespace=namespace, data_converter=pydantic_data_converter
+            target,
+            namespace=namespace,
+            data_converter=pydantic_data_converter,
+            plugins=[OpenTelemetryPlugin(add_temporal_spans=True)] if tracing_enabled() else [],
         )
     except RuntimeError as exc:
         reason = "connection refused" if "Connection refused" in str(exc) else str(exc)[:200]

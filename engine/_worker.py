@@ -21,7 +21,7 @@ from engine._workflow import SagaWorkflow
 
 # The engine is passed through the sandbox so that the workflow sees the registry this process
 # filled, and so that saga definitions are not re-imported for every workflow run.
-_RESTRICTIONS = SandboxRestrictions.default.with_passthrough_modules("engine")
+_RESTRICTIONS = SandboxRestrictions.default.with_passthrough_modules("engine", "opentelemetry")
 
 
 def saga_activities(sagas: Sequence[SagaDefinition[Any]]) -> list[Callable[..., Any]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -39,6 +40,8 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from opentelemetry.trace import INVALID_SPAN_CONTEXT, Span, SpanContext
+
     from engine import _projection, _registry
     from engine._definition import (
         DEFAULT_COMPENSATION_RETRY,
@@ -64,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
     )
     from engine._step_info import COMPENSATION, FORWARD, activity_id_for, idempotency_key_for
+    from engine._tracing import record_failed_attempt, saga_span, set_outcome
 
 T = TypeVar("T")
 
@@ -89,6 +93,7 @@ class _Started:
     state: StepState
     output: Any = None
     definitely_failed: bool = False  # a business refusal: nothing took effect, nothing to undo
+    span_context: SpanContext = INVALID_SPAN_CONTEXT  # of the step's span, for the undo's link
 
     @property
     def needs_compensation(self) -> bool:
@@ -254,25 +259,31 @@ class SagaWorkflow:
         unit.started.append(started)
         state.started_at = workflow.now()
         self._set_step(state, StepStatus.RUNNING)
-        try:
-            output = await self._attempts(
-                step.action,
-                arg,
-                step=step,
-                phase=FORWARD,
-                policy=step.retry_policy,
-                counter=state,
-                budget=step.schedule_to_close,
-                give_up_on_refusal=step.kind is not StepKind.RETRIABLE,
-            )
-        except _GaveUp as exc:
-            started.definitely_failed = exc.business_refusal
-            self._end_step(state, StepStatus.FAILED, error=str(exc))
-            raise StepFailed(name, str(exc)) from None
-        except asyncio.CancelledError:
-            # Outcome unknown: the activity may have acted before it saw the cancellation.
-            self._end_step(state, StepStatus.FAILED, error="cancelled while running")
-            raise
+        with self._span(name, FORWARD) as span:
+            started.span_context = span.get_span_context()
+            try:
+                output = await self._attempts(
+                    step.action,
+                    arg,
+                    step=step,
+                    phase=FORWARD,
+                    policy=step.retry_policy,
+                    counter=state,
+                    budget=step.schedule_to_close,
+                    give_up_on_refusal=step.kind is not StepKind.RETRIABLE,
+                    span=span,
+                )
+            except _GaveUp as exc:
+                started.definitely_failed = exc.business_refusal
+                self._end_step(state, StepStatus.FAILED, error=str(exc))
+                set_outcome(span, "failed", attempts=state.attempts, error=str(exc))
+                raise StepFailed(name, str(exc)) from None
+            except asyncio.CancelledError:
+                # Outcome unknown: the activity may have acted before it saw the cancellation.
+                self._end_step(state, StepStatus.FAILED, error="cancelled while running")
+                set_outcome(span, "cancelled", attempts=state.attempts, error="cancelled")
+                raise
+            set_outcome(span, "succeeded", attempts=state.attempts)
         started.output = output
         state.output = output
         self._results[name] = output
@@ -319,6 +330,7 @@ class SagaWorkflow:
         policy: RetryPolicy,
         counter: StepState | CompensationState,
         give_up_on_refusal: bool,
+        span: Span,
         budget: timedelta | None = None,
     ) -> Any:
         """Run an activity until it succeeds or ``policy`` says stop; one activity per attempt.
@@ -360,6 +372,12 @@ class SagaWorkflow:
                 workflow.logger.info(
                     "attempt failed",
                     extra={"step": step.step_name, "phase": phase, "attempt": counter.attempts},
+                )
+                gives_up = (refusal and give_up_on_refusal) or bool(
+                    policy.maximum_attempts and tried >= policy.maximum_attempts
+                )
+                record_failed_attempt(
+                    span, attempt=counter.attempts, error=counter.error, retrying=not gives_up
                 )
                 if refusal and give_up_on_refusal:
                     raise _GaveUp(counter.error, business_refusal=True) from None
@@ -428,26 +446,43 @@ class SagaWorkflow:
             input=started.arg,
             output=started.output,
         )
-        try:
-            await self._attempts(
-                step.compensate,
-                undo,
-                step=step,
-                phase=COMPENSATION,
-                policy=step.compensation_retry_policy or DEFAULT_COMPENSATION_RETRY,
-                counter=comp,
-                give_up_on_refusal=True,
-            )
-        except _GaveUp as exc:
-            comp.status = CompensationStatus.FAILED
-            comp.error = str(exc)
-            comp.ended_at = workflow.now()
-            self._set_step(state, StepStatus.COMPENSATION_FAILED)
-            return
+        # Linked to the step it undoes: in another part of the trace, often much later.
+        with self._span(state.name, COMPENSATION, links=[started.span_context]) as span:
+            try:
+                await self._attempts(
+                    step.compensate,
+                    undo,
+                    step=step,
+                    phase=COMPENSATION,
+                    policy=step.compensation_retry_policy or DEFAULT_COMPENSATION_RETRY,
+                    counter=comp,
+                    give_up_on_refusal=True,
+                    span=span,
+                )
+            except _GaveUp as exc:
+                comp.status = CompensationStatus.FAILED
+                comp.error = str(exc)
+                comp.ended_at = workflow.now()
+                self._set_step(state, StepStatus.COMPENSATION_FAILED)
+                set_outcome(span, "compensation_failed", attempts=comp.attempts, error=str(exc))
+                return
+            set_outcome(span, "compensated", attempts=comp.attempts)
         comp.status = CompensationStatus.SUCCEEDED
         comp.error = None
         comp.ended_at = workflow.now()
         self._set_step(state, StepStatus.COMPENSATED)
+
+    def _span(
+        self, step: str, phase: str, links: Sequence[SpanContext] = ()
+    ) -> AbstractContextManager[Span]:
+        info = workflow.info()
+        return saga_span(
+            saga_type=info.workflow_type,
+            saga_id=info.workflow_id,
+            step=step,
+            phase=phase,
+            links=links,
+        )
 
     async def _uncancellable(self, coro: Awaitable[T]) -> T:
         """Run ``coro`` to the end even if the workflow is cancelled meanwhile."""

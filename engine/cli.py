@@ -28,6 +28,7 @@ from engine._registry import get as get_definition
 from engine._registry import load_modules
 from engine._state import SagaState
 from engine._store import SagaStore
+from engine._tracing import configure_tracing, flush_tracing, instrument_httpx
 from engine._worker import build_worker
 from engine.config import Settings, get_settings
 
@@ -142,7 +143,19 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def start_tracing(service_name: str) -> str | None:
+    """Tracing for this process if ``OTEL_*`` asks for it; the line that says where it goes."""
+    if configure_tracing(service_name) is None:
+        return None
+    instrument_httpx()
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    return f"traces     OTLP to {endpoint}"
+
+
 async def serve_worker(settings: Settings, sagas: list[SagaDefinition[Any]]) -> None:
+    tracing = start_tracing("sagas-worker")
     client = await connect(settings.temporal_address, namespace=settings.namespace)
     store = open_store(settings) if settings.store_enabled else None
     worker = build_worker(
@@ -151,6 +164,7 @@ async def serve_worker(settings: Settings, sagas: list[SagaDefinition[Any]]) -> 
         sagas=sagas,
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        max_cached_workflows=settings.max_cached_workflows,
         store=store,
         sandbox=settings.workflow_sandbox,
     )
@@ -159,6 +173,8 @@ async def serve_worker(settings: Settings, sagas: list[SagaDefinition[Any]]) -> 
     typer.echo(f"sagas      {names}")
     if store is not None:
         typer.echo(f"store      {_safe_url(store.url)}")
+    if tracing is not None:
+        typer.echo(tracing)
     try:
         async with worker:
             typer.echo("ready      press Ctrl-C to stop")
@@ -166,6 +182,7 @@ async def serve_worker(settings: Settings, sagas: list[SagaDefinition[Any]]) -> 
     finally:
         if store is not None:
             store.close()
+        flush_tracing()
     typer.echo("stopped")
 
 
@@ -193,6 +210,9 @@ def dev(module: ModuleOpt = None) -> None:
         sagas = load(module, settings)
 
     async def serve() -> None:
+        # The worker owns the process's global tracer provider (Temporal's plugin uses it);
+        # the API and participants components get providers of their own.
+        start_tracing("sagas-worker")
         async with embedded_temporal(
             data_dir=settings.data_dir,
             port=settings.temporal_port,

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
     max_concurrent_activities: int = Field(default=100, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
+    # Workflows kept in memory between tasks; 0 replays the history for every task (slow, but
+    # the strictest test of determinism and of telemetry that must not repeat on replay).
+    max_cached_workflows: int = Field(default=1000, ge=0)
     log_level: str = "INFO"
     #: Run sagas in Temporal's workflow sandbox (guards saga definitions against I/O, clocks
     #: and randomness in ``when``/``input`` callables); off saves CPU per saga.

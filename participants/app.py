@@ -10,9 +10,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from starlette.concurrency import run_in_threadpool
 
 from engine.config import Settings
+from engine.telemetry import configure_tracing
 from participants.services import Collection, Participant, Refused, Unavailable, participants
 from participants.store import Conflict, Record, Store
 
@@ -58,9 +61,18 @@ def create_app(settings: Settings) -> FastAPI:
         settings.participants_latency_ms,
         settings.participants_seed,
     )
+    tracer_provider = configure_tracing("sagas-participants")
     for participant in participants(slow_seconds=settings.participants_slow_seconds):
         store = Store(database_url(settings, participant.name))
+        if tracer_provider is not None:
+            SQLAlchemyInstrumentor().instrument(
+                engine=store.engine, tracer_provider=tracer_provider
+            )
         app.include_router(router_for(participant, store, chaos))
+    if tracer_provider is not None:
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracer_provider, excluded_urls="healthz"
+        )
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:

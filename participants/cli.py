@@ -18,6 +18,7 @@ import uvicorn
 from engine import SagaClient, connect, load_modules
 from engine.cli import CliError, errors_as_messages, fail, run, until_stopped
 from engine.config import Settings, get_settings
+from engine.telemetry import flush_tracing
 from participants.app import create_app
 from participants.checker import CHECKED
 from participants.checker import check as check_sagas
@@ -46,6 +47,7 @@ async def component(settings: Settings) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+        flush_tracing()
 
 
 def serve() -> None:

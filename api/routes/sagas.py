@@ -15,9 +15,10 @@ from fastapi import APIRouter, Body, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
 from api.models import CancelBody, DecisionBody, ResolveBody, SagaPage, SagaPublic
-from api.runtime import CallerDep, RuntimeDep, current_trace_id, find_definition
+from api.runtime import CallerDep, RuntimeDep, find_definition
 from engine import SagaAlreadyExists, SagaState, SagaStatus, UnknownSagaType, registered
 from engine.store import FINAL_STATUSES, StoredSaga
+from engine.telemetry import current_trace_id
 
 router = APIRouter(tags=["sagas"])
 

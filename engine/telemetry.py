@@ -1,0 +1,24 @@
+"""Tracing (and, later, logging) set-up for the processes that run sagas.
+
+Public names: :func:`configure_tracing` (from the standard ``OTEL_*`` variables),
+:func:`instrument_httpx`, :func:`flush_tracing`, :func:`current_trace_id`,
+:func:`tracing_enabled`, :func:`tracing_requested`.
+"""
+
+from engine._tracing import (
+    configure_tracing,
+    current_trace_id,
+    flush_tracing,
+    instrument_httpx,
+    tracing_enabled,
+    tracing_requested,
+)
+
+__all__ = [
+    "configure_tracing",
+    "current_trace_id",
+    "flush_tracing",
+    "instrument_httpx",
+    "tracing_enabled",
+    "tracing_requested",
+]
