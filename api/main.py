@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
@@ -27,7 +26,7 @@ from api.runtime import Runtime
 from engine import SagaClient, connect, load_modules
 from engine.config import Settings
 from engine.store import SagaStore
-from engine.telemetry import configure_tracing, flush_tracing
+from engine.telemetry import configure_tracing, flush_tracing, trace_engine
 
 
 class UnsafeSettings(ValueError):
@@ -52,9 +51,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         store = SagaStore(settings.store_url())
         store.migrate()
         if tracer_provider is not None:
-            SQLAlchemyInstrumentor().instrument(
-                engine=store.engine, tracer_provider=tracer_provider
-            )
+            trace_engine(store.engine, tracer_provider)
         client = await connect(settings.temporal_address, namespace=settings.namespace)
         app.state.runtime = Runtime(
             settings, SagaClient(client, task_queue=settings.task_queue), store, metrics

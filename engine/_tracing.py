@@ -18,11 +18,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
+from sqlalchemy import Engine, event
 from temporalio.contrib.opentelemetry import ReplaySafeTracerProvider as TracerProvider
 from temporalio.contrib.opentelemetry import create_tracer_provider
 
@@ -69,6 +72,48 @@ def configure_tracing(service_name: str) -> TracerProvider | None:
         trace.set_tracer_provider(provider)
     _providers[service_name] = provider
     return provider
+
+
+def trace_engine(engine: Engine, tracer_provider: TracerProvider) -> None:
+    """A client span for every statement ``engine`` runs, under the current span.
+
+    Our own few lines on SQLAlchemy's public events rather than the contrib instrumentor:
+    that one refuses SQLAlchemy 2.1 and instruments once per process, while ``sagas dev``
+    runs several services, each with its own engines and provider. Statements are recorded
+    with their placeholders, never their parameter values (which may hold personal data).
+    """
+    tracer = tracer_provider.get_tracer("sagas.sql")
+    system = engine.dialect.name
+    database = engine.url.database or ""
+    spans: dict[int, Span] = {}
+
+    def before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+        spans[id(cursor)] = tracer.start_span(
+            f"{operation} {Path(database).stem if system == 'sqlite' else database}".strip(),
+            kind=SpanKind.CLIENT,
+            attributes={
+                "db.system.name": system,
+                "db.namespace": database,
+                "db.operation.name": operation,
+                "db.query.text": statement,
+            },
+        )
+
+    def after(conn: Any, cursor: Any, *_: Any) -> None:
+        span = spans.pop(id(cursor), None)
+        if span is not None:
+            span.end()
+
+    def failed(context: Any) -> None:
+        span = spans.pop(id(context.cursor), None)
+        if span is not None:
+            span.set_status(Status(StatusCode.ERROR, type(context.original_exception).__name__))
+            span.end()
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    event.listen(engine, "handle_error", failed)
 
 
 def instrument_httpx() -> None:

@@ -10,6 +10,7 @@ from engine._tracing import (
     current_trace_id,
     flush_tracing,
     instrument_httpx,
+    trace_engine,
     tracing_enabled,
     tracing_requested,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "current_trace_id",
     "flush_tracing",
     "instrument_httpx",
+    "trace_engine",
     "tracing_enabled",
     "tracing_requested",
 ]

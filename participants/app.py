@@ -11,11 +11,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from starlette.concurrency import run_in_threadpool
 
 from engine.config import Settings
-from engine.telemetry import configure_tracing
+from engine.telemetry import configure_tracing, trace_engine
 from participants.services import Collection, Participant, Refused, Unavailable, participants
 from participants.store import Conflict, Record, Store
 
@@ -65,9 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
     for participant in participants(slow_seconds=settings.participants_slow_seconds):
         store = Store(database_url(settings, participant.name))
         if tracer_provider is not None:
-            SQLAlchemyInstrumentor().instrument(
-                engine=store.engine, tracer_provider=tracer_provider
-            )
+            trace_engine(store.engine, tracer_provider)
         app.include_router(router_for(participant, store, chaos))
     if tracer_provider is not None:
         FastAPIInstrumentor.instrument_app(
