@@ -31,6 +31,7 @@ async def component(settings: Settings) -> AsyncIterator[str]:
         host=settings.api_host,
         port=settings.api_port,
         log_level="warning",
+        log_config=None,  # our logging pipeline (engine.telemetry) handles uvicorn's records
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

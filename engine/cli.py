@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from engine._client import SagaClient, connect
 from engine._definition import SagaDefinition
 from engine._errors import InvalidSagaInput, SagaDefinitionError, SagaError, UnknownSagaType
+from engine._logging import configure_logging
 from engine._registry import get as get_definition
 from engine._registry import load_modules
 from engine._state import SagaState
@@ -449,6 +450,15 @@ def list_sagas(
 def main() -> None:
     for name, command in _plugins("sagas.commands"):
         app.command(name)(command)
+    try:
+        settings = get_settings()
+        configure_logging(
+            log_format=settings.log_format,
+            production=settings.environment == "production",
+            level=settings.log_level,
+        )
+    except ValueError:
+        pass  # invalid settings: the command itself reports them, in one line
     code = 0
     try:
         app()

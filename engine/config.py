@@ -20,6 +20,9 @@ class Settings(BaseSettings):
 
     #: "production" makes unsafe values an error (the API refuses to start without keys).
     environment: Literal["development", "production"] = "development"
+    # auto: JSON in production or when stderr is not a terminal, readable lines otherwise.
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     temporal_address: str = Field(default="localhost:7233", description="Temporal frontend")
     namespace: str = "default"
@@ -35,7 +38,6 @@ class Settings(BaseSettings):
     # Workflows kept in memory between tasks; 0 replays the history for every task (slow, but
     # the strictest test of determinism and of telemetry that must not repeat on replay).
     max_cached_workflows: int = Field(default=1000, ge=0)
-    log_level: str = "INFO"
     #: Run sagas in Temporal's workflow sandbox (guards saga definitions against I/O, clocks
     #: and randomness in ``when``/``input`` callables); off saves CPU per saga.
     workflow_sandbox: bool = True

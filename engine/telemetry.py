@@ -1,10 +1,12 @@
-"""Tracing (and, later, logging) set-up for the processes that run sagas.
+"""Tracing and logging set-up for the processes that run sagas.
 
-Public names: :func:`configure_tracing` (from the standard ``OTEL_*`` variables),
+Public names: :func:`configure_logging` (structlog for every logger), :func:`redact_text`,
+:func:`configure_tracing` (from the standard ``OTEL_*`` variables), :func:`trace_engine`,
 :func:`instrument_httpx`, :func:`flush_tracing`, :func:`current_trace_id`,
 :func:`tracing_enabled`, :func:`tracing_requested`.
 """
 
+from engine._logging import configure_logging, redact_text
 from engine._tracing import (
     configure_tracing,
     current_trace_id,
@@ -16,10 +18,12 @@ from engine._tracing import (
 )
 
 __all__ = [
+    "configure_logging",
     "configure_tracing",
     "current_trace_id",
     "flush_tracing",
     "instrument_httpx",
+    "redact_text",
     "trace_engine",
     "tracing_enabled",
     "tracing_requested",

@@ -32,6 +32,7 @@ async def component(settings: Settings) -> AsyncIterator[str]:
         host=settings.participants_host,
         port=settings.participants_port,
         log_level="warning",
+        log_config=None,  # our logging pipeline (engine.telemetry) handles uvicorn's records
         lifespan="off",
     )
     server = uvicorn.Server(config)

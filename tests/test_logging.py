@@ -1,0 +1,148 @@
+"""Logs: one structlog pipeline for our lines and the standard library's, with trace and saga ids.
+
+The tests render JSON into a buffer and assert on the decoded event dicts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from engine import RetryPolicy, Saga, SagaClient, SagaStatus, Step, build_worker, step_info
+from engine.telemetry import configure_logging
+
+
+@pytest.fixture
+def lines() -> Iterator[io.StringIO]:
+    """Logging configured as JSON into a buffer; the default configuration again afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    buffer = io.StringIO()
+    configure_logging(log_format="json", stream=buffer)
+    yield buffer
+    root.handlers, root.level = handlers, level
+    structlog.reset_defaults()
+
+
+def events(buffer: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+
+
+class TestPipeline:
+    """structlog and standard-library records come out the same way."""
+
+    def test_ours_and_the_standard_librarys_lines_are_json(self, lines: io.StringIO) -> None:
+        structlog.get_logger("sagas.test").info("saga started", saga_type="trip")
+        logging.getLogger("uvicorn.error").warning("port %d busy", 8000)
+        ours, theirs = events(lines)
+        assert ours["event"] == "saga started"
+        assert ours["saga_type"] == "trip"
+        assert (ours["level"], ours["logger"]) == ("info", "sagas.test")
+        assert theirs["event"] == "port 8000 busy"
+        assert (theirs["level"], theirs["logger"]) == ("warning", "uvicorn.error")
+        assert all("timestamp" in e for e in (ours, theirs))
+
+    def test_a_console_renders_readable_lines(self) -> None:
+        buffer = io.StringIO()
+        try:
+            configure_logging(log_format="console", stream=buffer)
+            structlog.get_logger("sagas.test").info("saga started", saga_type="trip")
+        finally:
+            structlog.reset_defaults()
+            logging.getLogger().handlers = []
+        text = buffer.getvalue()
+        assert "saga started" in text
+        assert "saga_type=trip" in text
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(text)
+
+    def test_lines_inside_a_span_carry_its_ids(self, lines: io.StringIO) -> None:
+        tracer = TracerProvider().get_tracer("test")
+        with tracer.start_as_current_span("request") as span:
+            logging.getLogger("api").info("inside")
+        context = span.get_span_context()
+        (event,) = events(lines)
+        assert event["trace_id"] == format(context.trace_id, "032x")
+        assert event["span_id"] == format(context.span_id, "016x")
+
+    def test_secrets_never_reach_a_line(self, lines: io.StringIO) -> None:
+        log = structlog.get_logger("sagas.test")
+        log.info("charging", card_token="tok_visa", payment={"card_number": "4242424242424242"})
+        log.info("declined for tok_declined and card 4000 0000 0000 0002", amount=12)
+        logging.getLogger("httpx").warning("Authorization: %s", "Bearer s3cret-key-123456")
+        logging.getLogger("api").info("request", extra={"api_key": "ops:abcdefghijklmnop"})
+        text = lines.getvalue()
+        for secret in ("tok_visa", "4242424242424242", "tok_declined", "4000 0000 0000 0002",
+                       "abcdefghijklmnop"):  # fmt: skip
+            assert secret not in text
+        first, second, *_ = events(lines)
+        assert first["card_token"] == "[redacted]"
+        assert first["payment"]["card_number"] == "[redacted]"
+        assert second["amount"] == 12
+
+
+class Item(BaseModel):
+    item_id: str
+
+
+_attempts: dict[str, int] = {}
+
+
+@activity.defn(name="logging_noisy_step")
+async def noisy(item: Item) -> str:
+    info = step_info()
+    _attempts[info.saga_id] = _attempts.get(info.saga_id, 0) + 1
+    structlog.get_logger("sagas.test").info("reserving", card_token="tok_visa")
+    if _attempts[info.saga_id] == 1:
+        raise ApplicationError("try again", type="Unavailable")
+    return item.item_id
+
+
+logged_saga = Saga(
+    "logging_saga",
+    input=Item,
+    steps=[Step(noisy, retry=RetryPolicy(initial_interval=timedelta(milliseconds=50)))],
+)
+
+
+@pytest.mark.temporal
+async def test_saga_lines_carry_the_saga_and_are_not_repeated_on_replay(
+    dev_env: WorkflowEnvironment, lines: io.StringIO
+) -> None:
+    task_queue = f"tq-{uuid.uuid4()}"
+    saga_id = f"logging-{uuid.uuid4()}"
+    # No workflow cache: every workflow task replays the whole history.
+    async with build_worker(
+        dev_env.client, task_queue=task_queue, sagas=[logged_saga], max_cached_workflows=0
+    ):
+        sagas = SagaClient(dev_env.client, task_queue=task_queue)
+        await sagas.start("logging_saga", {"item_id": "i-1"}, saga_id=saga_id)
+        state = await sagas.result(saga_id)
+    assert state.status is SagaStatus.COMPLETED
+    mine = [e for e in events(lines) if e.get("saga_id") == saga_id]
+
+    reserving = [e for e in mine if e["event"] == "reserving"]
+    assert [(e["step"], e["phase"], e["attempt"]) for e in reserving] == [
+        ("logging_noisy_step", "forward", 1),
+        ("logging_noisy_step", "forward", 2),
+    ]
+    assert all(e["card_token"] == "[redacted]" for e in reserving)
+    # The workflow's own line, written once although the history was replayed for each task.
+    failed = [e for e in mine if e["event"] == "attempt failed"]
+    assert len(failed) == 1
+    assert failed[0]["step"] == "logging_noisy_step"
+    assert failed[0]["saga_type"] == "logging_saga"
+    assert "tok_visa" not in lines.getvalue()
