@@ -157,5 +157,6 @@ def configure_logging(
     # carries them as fields (saga_id, step...) instead.
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
-    # Per-request lines from the HTTP client are noise at INFO.
-    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))
+    # Per-request lines of the HTTP client and Alembic's start-up chatter are noise at INFO.
+    for name in ("httpx", "alembic"):
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))

@@ -34,6 +34,7 @@ ERROR = 2  # Status.STATUS_CODE_ERROR
 class TracedStack:
     api_url: str
     received: Received
+    logs: list[Path]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,7 @@ def traced(
             "SAGAS_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
             "SAGAS_TASK_QUEUE": f"traced-{uuid.uuid4()}",
             "SAGAS_MAX_CACHED_WORKFLOWS": "0",
+            "SAGAS_LOG_LEVEL": "DEBUG",  # the most lines a secret could slip into
         }
         env.pop("OTEL_SERVICE_NAME", None)
         processes = [
@@ -66,7 +68,9 @@ def traced(
         try:
             for process in processes:
                 process.wait_for("ready")
-            yield TracedStack(f"http://127.0.0.1:{api_port}", receiver.received)
+            yield TracedStack(
+                f"http://127.0.0.1:{api_port}", receiver.received, [p.log for p in processes]
+            )
         finally:
             for process in reversed(processes):
                 process.stop()
@@ -205,6 +209,24 @@ class TestOneTracePerSaga:
         in_api = [d for d in database if d.service == "sagas-api"]
         assert in_api, "no database spans in the API"
         assert all(roots[0] in tree.ancestors(d) for d in in_api)
+
+
+class TestRedaction:
+    def test_no_card_token_in_any_span_or_log(self, traced: TracedStack) -> None:
+        """A paid trip and a declined one: the card tokens appear in no span and no log line."""
+        paid = run_saga(traced, "trip", until="completed")
+        declined = run_saga(traced, "trip-declined", until="compensated")
+        tokens = [example(name)["payment"]["card_token"] for name in ("trip", "trip-declined")]
+        spans = []
+        for saga in (paid, declined):
+            spans += saga_trace(traced.received, saga["trace_id"],
+                                expect=["step charge_payment"]).spans  # fmt: skip
+        assert any(s.service == "sagas-participants" for s in spans)
+        captured = [repr(span) for span in spans]
+        captured += [log.read_text() for log in traced.logs]
+        assert "charge_payment" in "".join(captured)  # the scan does see the payment
+        for token in tokens:
+            assert not [text[:200] for text in captured if token in text]
 
 
 def test_the_grpc_exporter_reaches_the_receiver(tmp_path: Path) -> None:
