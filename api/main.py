@@ -26,7 +26,13 @@ from api.runtime import Runtime
 from engine import SagaClient, connect, load_modules
 from engine.config import Settings
 from engine.store import SagaStore
-from engine.telemetry import configure_tracing, flush_tracing, trace_engine
+from engine.telemetry import (
+    configure_tracing,
+    exporting_metrics,
+    flush_tracing,
+    temporal_runtime,
+    trace_engine,
+)
 
 
 class UnsafeSettings(ValueError):
@@ -52,12 +58,15 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         store.migrate()
         if tracer_provider is not None:
             trace_engine(store.engine, tracer_provider)
-        client = await connect(settings.temporal_address, namespace=settings.namespace)
+        client = await connect(
+            settings.temporal_address, namespace=settings.namespace, runtime=temporal_runtime()
+        )
         app.state.runtime = Runtime(
             settings, SagaClient(client, task_queue=settings.task_queue), store, metrics
         )
         try:
-            yield
+            async with exporting_metrics():
+                yield
         finally:
             store.close()
             flush_tracing()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class ApiMetrics:
@@ -24,5 +24,11 @@ class ApiMetrics:
             "sagas_api_operator_actions",
             "Operator actions taken through the API.",
             ["action"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "sagas_in_flight",
+            "Sagas not yet in a final status, by type and status (from the saga store).",
+            ["saga_type", "status"],
             registry=self.registry,
         )

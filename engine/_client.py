@@ -20,6 +20,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.opentelemetry import OpenTelemetryPlugin
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from engine import _registry
@@ -45,7 +46,9 @@ DEFAULT_TASK_QUEUE = "sagas"
 _SAGA_ID = re.compile(r"^[^\s/]{1,200}$")
 
 
-async def connect(target: str = "localhost:7233", *, namespace: str = "default") -> Client:
+async def connect(
+    target: str = "localhost:7233", *, namespace: str = "default", runtime: Runtime | None = None
+) -> Client:
     """A Temporal client with the pydantic data converter the engine needs.
 
     With tracing on (:func:`engine.configure_tracing`), the client carries Temporal's
@@ -58,6 +61,7 @@ async def connect(target: str = "localhost:7233", *, namespace: str = "default")
             namespace=namespace,
             data_converter=pydantic_data_converter,
             plugins=[OpenTelemetryPlugin(add_temporal_spans=True)] if tracing_enabled() else [],
+            runtime=runtime,
         )
     except RuntimeError as exc:
         reason = "connection refused" if "Connection refused" in str(exc) else str(exc)[:200]

@@ -408,6 +408,17 @@ class SagaStore:
         with self.session() as s:
             return int(s.exec(select(func.count()).select_from(SagaRow)).one())
 
+    def in_flight(self) -> dict[tuple[str, str], int]:
+        """Sagas not yet in a final status, counted by (type, status)."""
+        finals = [s.value for s in FINAL_STATUSES]
+        query = (
+            select(SagaRow.type, SagaRow.status, func.count())
+            .where(col(SagaRow.status).not_in(finals))
+            .group_by(col(SagaRow.type), col(SagaRow.status))
+        )
+        with self.session() as s:
+            return {(t, st): int(n) for t, st, n in s.exec(query).all()}
+
     # ------------------------------------------------------ operator actions
 
     def record_action(

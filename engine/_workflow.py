@@ -42,7 +42,7 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from opentelemetry.trace import INVALID_SPAN_CONTEXT, Span, SpanContext
 
-    from engine import _projection, _registry
+    from engine import _metrics, _projection, _registry
     from engine._definition import (
         DEFAULT_COMPENSATION_RETRY,
         ImperativeSaga,
@@ -70,6 +70,17 @@ with workflow.unsafe.imports_passed_through():
     from engine._tracing import record_failed_attempt, saga_span, set_outcome
 
 T = TypeVar("T")
+
+# Statuses counted by the sagas_ended metric: the final ones, and compensation_failed (the
+# saga stays open, but an operator must act).
+_COUNTED_STATUSES = frozenset(
+    {
+        SagaStatus.COMPLETED,
+        SagaStatus.COMPENSATED,
+        SagaStatus.FAILED,
+        SagaStatus.COMPENSATION_FAILED,
+    }
+)
 
 # Error types that the engine's workflow raises for the client to map back to SagaError.
 CONFLICT = "SagaConflict"
@@ -156,6 +167,7 @@ class SagaWorkflow:
         if isinstance(definition, Saga):
             for step in definition.steps:
                 self._add_step_state(step)
+        _metrics.saga_started(info.workflow_type)
         self._schedule_publish()
 
         forward = asyncio.create_task(self._forward())
@@ -277,6 +289,7 @@ class SagaWorkflow:
                 started.definitely_failed = exc.business_refusal
                 self._end_step(state, StepStatus.FAILED, error=str(exc))
                 set_outcome(span, "failed", attempts=state.attempts, error=str(exc))
+                self._measure(state.name, FORWARD, "failed", state.started_at)
                 raise StepFailed(name, str(exc)) from None
             except asyncio.CancelledError:
                 # Outcome unknown: the activity may have acted before it saw the cancellation.
@@ -284,6 +297,7 @@ class SagaWorkflow:
                 set_outcome(span, "cancelled", attempts=state.attempts, error="cancelled")
                 raise
             set_outcome(span, "succeeded", attempts=state.attempts)
+            self._measure(state.name, FORWARD, "succeeded", state.started_at)
         started.output = output
         state.output = output
         self._results[name] = output
@@ -465,12 +479,18 @@ class SagaWorkflow:
                 comp.ended_at = workflow.now()
                 self._set_step(state, StepStatus.COMPENSATION_FAILED)
                 set_outcome(span, "compensation_failed", attempts=comp.attempts, error=str(exc))
+                self._measure(state.name, COMPENSATION, "compensation_failed", comp.started_at)
                 return
             set_outcome(span, "compensated", attempts=comp.attempts)
+            self._measure(state.name, COMPENSATION, "compensated", comp.started_at)
         comp.status = CompensationStatus.SUCCEEDED
         comp.error = None
         comp.ended_at = workflow.now()
         self._set_step(state, StepStatus.COMPENSATED)
+
+    def _measure(self, step: str, phase: str, outcome: str, since: datetime | None) -> None:
+        took = workflow.now() - since if since else timedelta(0)
+        _metrics.step_duration(workflow.info().workflow_type, step, phase, outcome, took)
 
     def _span(
         self, step: str, phase: str, links: Sequence[SpanContext] = ()
@@ -628,6 +648,8 @@ class SagaWorkflow:
             # Listings (sagas list, Temporal UI) show the saga status without a query.
             self._listed_status = status
             workflow.upsert_memo({"saga_status": status.value})
+            if status in _COUNTED_STATUSES:
+                _metrics.saga_status(workflow.info().workflow_type, status.value)
         self._schedule_publish()
 
     def _schedule_publish(self) -> None:

@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import prometheus_client
 import typer
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,6 +26,7 @@ from engine._client import SagaClient, connect
 from engine._definition import SagaDefinition
 from engine._errors import InvalidSagaInput, SagaDefinitionError, SagaError, UnknownSagaType
 from engine._logging import configure_logging
+from engine._metrics import exporting_metrics, temporal_runtime
 from engine._registry import get as get_definition
 from engine._registry import load_modules
 from engine._state import SagaState
@@ -157,7 +159,9 @@ def start_tracing(service_name: str) -> str | None:
 
 async def serve_worker(settings: Settings, sagas: list[SagaDefinition[Any]]) -> None:
     tracing = start_tracing("sagas-worker")
-    client = await connect(settings.temporal_address, namespace=settings.namespace)
+    client = await connect(
+        settings.temporal_address, namespace=settings.namespace, runtime=temporal_runtime()
+    )
     store = open_store(settings) if settings.store_enabled else None
     worker = build_worker(
         client,
@@ -176,8 +180,15 @@ async def serve_worker(settings: Settings, sagas: list[SagaDefinition[Any]]) -> 
         typer.echo(f"store      {_safe_url(store.url)}")
     if tracing is not None:
         typer.echo(tracing)
+    if settings.worker_metrics_port is not None:
+        host, port = settings.worker_metrics_host, settings.worker_metrics_port
+        try:
+            prometheus_client.start_http_server(port, addr=host)
+        except OSError as exc:
+            raise CliError(f"cannot serve worker metrics on {host}:{port}: {exc}") from None
+        typer.echo(f"metrics    http://{host}:{port}/metrics")
     try:
-        async with worker:
+        async with exporting_metrics(), worker:
             typer.echo("ready      press Ctrl-C to stop")
             await until_stopped()
     finally:

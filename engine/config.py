@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # Workflows kept in memory between tasks; 0 replays the history for every task (slow, but
     # the strictest test of determinism and of telemetry that must not repeat on replay).
     max_cached_workflows: int = Field(default=1000, ge=0)
+    # Prometheus metrics of a worker (SDK and saga metrics) at http://host:port/metrics; unset,
+    # none are served (the API's /metrics has them when both run in one process).
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
     #: Run sagas in Temporal's workflow sandbox (guards saga definitions against I/O, clocks
     #: and randomness in ``when``/``input`` callables); off saves CPU per saga.
     workflow_sandbox: bool = True

@@ -7,6 +7,7 @@ Public names: :func:`configure_logging` (structlog for every logger), :func:`red
 """
 
 from engine._logging import configure_logging, redact_text
+from engine._metrics import exporting_metrics, temporal_runtime
 from engine._tracing import (
     configure_tracing,
     current_trace_id,
@@ -21,9 +22,11 @@ __all__ = [
     "configure_logging",
     "configure_tracing",
     "current_trace_id",
+    "exporting_metrics",
     "flush_tracing",
     "instrument_httpx",
     "redact_text",
+    "temporal_runtime",
     "trace_engine",
     "tracing_enabled",
     "tracing_requested",

@@ -343,8 +343,19 @@ class TestAuth:
         assert (await api.http.get("/healthz")).json() == {"status": "ok"}
         ready = await api.http.get("/readyz")
         assert ready.json() == {"status": "ready", "temporal": "ok", "database": "ok"}
+        await api.start("three_steps")
         metrics = await api.http.get("/metrics")
         assert 'sagas_api_started_total{type="three_steps"}' in metrics.text
+
+    async def test_metrics_count_the_sagas_in_flight(self, api: Api) -> None:
+        _, started = await api.start("approval", amount=500)
+        await api.status(started["id"], "awaiting_approval")
+        metrics = (await api.http.get("/metrics")).text
+        waiting = [line for line in metrics.splitlines() if line.startswith("sagas_in_flight{")
+                   and 'saga_type="approval"' in line and 'status="awaiting_approval"' in line]  # fmt: skip
+        assert waiting
+        assert float(waiting[0].split()[-1]) >= 1
+        assert (await api.post(f"/sagas/{started['id']}/reject")).status_code == 200
 
     def test_production_without_keys_refuses_to_start(self) -> None:
         with pytest.raises(UnsafeSettings, match="SAGAS_API_KEYS"):

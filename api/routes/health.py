@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.runtime import RuntimeDep
 
@@ -45,5 +45,10 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
 )
 async def metrics(runtime: RuntimeDep) -> Response:
-    """Prometheus metrics."""
-    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics: the API's, sagas in flight, the Temporal SDK's and the sagas' own."""
+    in_flight = await asyncio.to_thread(runtime.store.in_flight)
+    runtime.metrics.in_flight.clear()
+    for (saga_type, status), count in in_flight.items():
+        runtime.metrics.in_flight.labels(saga_type, status).set(count)
+    body = generate_latest(runtime.metrics.registry) + generate_latest(REGISTRY)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
