@@ -351,8 +351,8 @@ class TestAuth:
         _, started = await api.start("approval", amount=500)
         await api.status(started["id"], "awaiting_approval")
         metrics = (await api.http.get("/metrics")).text
-        waiting = [line for line in metrics.splitlines() if line.startswith("sagas_in_flight{")
-                   and 'saga_type="approval"' in line and 'status="awaiting_approval"' in line]  # fmt: skip
+        wanted = ("sagas_in_flight{", 'saga_type="approval"', 'status="awaiting_approval"')
+        waiting = [line for line in metrics.splitlines() if all(w in line for w in wanted)]
         assert waiting
         assert float(waiting[0].split()[-1]) >= 1
         assert (await api.post(f"/sagas/{started['id']}/reject")).status_code == 200
