@@ -31,8 +31,9 @@ test: $(STAMP)  ## run the test suite (slow suites excluded)
 test-all: $(STAMP)  ## run every suite, slow ones included
 	$(BIN)/pytest
 
-bench: $(STAMP)  ## benchmarks (not tests): API start path against the Temporal client
-	$(PY) -m bench.api_start --sagas 300 --concurrency 20 --rounds 2
+bench: $(STAMP)  ## benchmarks (not tests): API start path against the client; tracing on/off
+	$(PY) -m bench.api_start --sagas 150 --concurrency 20 --rounds 6
+	$(PY) -m bench.tracing --sagas 150 --concurrency 20 --rounds 4
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check .

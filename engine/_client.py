@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.contrib.opentelemetry import OpenTelemetryPlugin
+from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime
@@ -60,12 +61,22 @@ async def connect(
             target,
             namespace=namespace,
             data_converter=pydantic_data_converter,
-            plugins=[OpenTelemetryPlugin(add_temporal_spans=True)] if tracing_enabled() else [],
+            **_tracing_options(),
             runtime=runtime,
         )
     except RuntimeError as exc:
         reason = "connection refused" if "Connection refused" in str(exc) else str(exc)[:200]
         raise TemporalUnavailable(f"cannot reach Temporal at {target} ({reason})") from None
+
+
+def _tracing_options() -> dict[str, Any]:
+    if not tracing_enabled():
+        return {}
+    if os.environ.get("SAGAS_TRACING_INTEGRATION") == "interceptor":
+        # Temporal's older TracingInterceptor, kept only so that bench/tracing.py can compare
+        # its cost: its workflow spans last no time, and step spans do not nest under them.
+        return {"interceptors": [TracingInterceptor()]}
+    return {"plugins": [OpenTelemetryPlugin(add_temporal_spans=True)]}
 
 
 class SagaSummary(BaseModel):
