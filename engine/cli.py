@@ -229,6 +229,7 @@ def dev(module: ModuleOpt = None) -> None:
             data_dir=settings.data_dir,
             port=settings.temporal_port,
             ui_port=settings.temporal_ui_port,
+            host=settings.temporal_host,
         ) as temporal:
             typer.echo(f"temporal   {temporal.address} (data {temporal.database})")
             typer.echo(f"ui         {temporal.ui_url}")
@@ -255,6 +256,7 @@ def server() -> None:
             data_dir=settings.data_dir,
             port=settings.temporal_port,
             ui_port=settings.temporal_ui_port,
+            host=settings.temporal_host,
         ) as temporal:
             typer.echo(f"temporal   {temporal.address} (data {temporal.database})")
             typer.echo(f"ui         {temporal.ui_url}")

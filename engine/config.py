@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".sagas")
     temporal_port: int = Field(default=7233, ge=1, le=65535)
     temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+    # Where `sagas server` / `sagas dev` listen; 0.0.0.0 in a container.
+    temporal_host: str = "127.0.0.1"
     max_concurrent_activities: int = Field(default=100, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
     # Workflows kept in memory between tasks; 0 replays the history for every task (slow, but
