@@ -54,7 +54,7 @@ class TestCompose:
         for name, service in compose["services"].items():
             image = service["image"]
             tag = image.rsplit(":", 1)[1] if ":" in image else ""
-            assert tag and tag != "latest", f"{name}: {image}"
+            assert tag not in ("", "latest"), f"{name}: {image}"
         for line in (DEPLOY / "Dockerfile").read_text().splitlines():
             if line.startswith("FROM "):
                 image = line.split()[1]
@@ -87,4 +87,3 @@ def test_docs_name_the_real_span_attributes() -> None:
     source = (ROOT / "engine" / "_tracing.py").read_text()
     for attribute in re.findall(r'"(saga\.[a-z_.]+)"', source):
         assert f"`{attribute}`" in doc, attribute
-
