@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         StepKind,
     )
     from engine._imperative import SagaRun
+    from engine._logging import redact_text
     from engine._state import (
         CancelRequest,
         Compensation,
@@ -727,13 +728,15 @@ def _is_refusal(exc: ActivityError, non_retryable_types: Sequence[str]) -> bool:
 
 
 def _describe(exc: ActivityError) -> str:
+    """The attempt's error as the saga records it: shown by the API, in spans and logs, so
+    card tokens and numbers that a participant echoed are masked first."""
     cause = exc.cause
     if isinstance(cause, TimeoutError):
         return f"timed out ({cause.type.name.lower() if cause.type else 'timeout'})"
     if isinstance(cause, ApplicationError):
         kind = f"{cause.type}: " if cause.type else ""
-        return f"{kind}{cause.message}"
-    return str(cause or exc)
+        return redact_text(f"{kind}{cause.message}")
+    return redact_text(str(cause or exc))
 
 
 def _backoff(policy: RetryPolicy, attempts_done: int) -> timedelta:

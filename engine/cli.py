@@ -224,7 +224,7 @@ def dev(module: ModuleOpt = None) -> None:
     async def serve() -> None:
         # The worker owns the process's global tracer provider (Temporal's plugin uses it);
         # the API and participants components get providers of their own.
-        start_tracing("sagas-worker")
+        tracing = start_tracing("sagas-worker")
         async with embedded_temporal(
             data_dir=settings.data_dir,
             port=settings.temporal_port,
@@ -233,6 +233,8 @@ def dev(module: ModuleOpt = None) -> None:
         ) as temporal:
             typer.echo(f"temporal   {temporal.address} (data {temporal.database})")
             typer.echo(f"ui         {temporal.ui_url}")
+            if tracing is not None:
+                typer.echo(tracing)
             local = settings.model_copy(
                 update={"temporal_address": temporal.address, "temporal_ui_url": temporal.ui_url}
             )

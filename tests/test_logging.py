@@ -146,3 +146,28 @@ async def test_saga_lines_carry_the_saga_and_are_not_repeated_on_replay(
     assert failed[0]["step"] == "logging_noisy_step"
     assert failed[0]["saga_type"] == "logging_saga"
     assert "tok_visa" not in lines.getvalue()
+
+
+@activity.defn(name="logging_refusing_step")
+async def refusing(item: Item) -> str:
+    raise ApplicationError("card tok_visa (4242 4242 4242 4242) refused", non_retryable=True)
+
+
+refused_saga = Saga("logging_refused_saga", input=Item, steps=[Step(refusing)])
+
+
+@pytest.mark.temporal
+async def test_an_error_that_echoes_a_card_is_recorded_masked(
+    dev_env: WorkflowEnvironment, lines: io.StringIO
+) -> None:
+    task_queue = f"tq-{uuid.uuid4()}"
+    async with build_worker(dev_env.client, task_queue=task_queue, sagas=[refused_saga]):
+        sagas = SagaClient(dev_env.client, task_queue=task_queue)
+        saga_id = await sagas.start("logging_refused_saga", {"item_id": "i-2"})
+        state = await sagas.result(saga_id)
+    assert state.status is SagaStatus.FAILED
+    recorded = f"{state.error} {state.steps[0].error}"
+    assert "refused" in recorded
+    assert "[redacted]" in recorded
+    assert "tok_visa" not in recorded
+    assert "4242" not in recorded
