@@ -104,6 +104,8 @@ def _shared_processors() -> list[Any]:
         structlog.stdlib.ExtraAdder(),
         add_trace_and_saga,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Tracebacks rendered before masking, so that an exception's message is masked too.
+        structlog.processors.format_exc_info,
         redact,
     ]
 
@@ -132,7 +134,6 @@ def configure_logging(
         processors=[
             structlog.stdlib.filter_by_level,
             *shared,
-            structlog.processors.format_exc_info,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -140,7 +141,7 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.processors.format_exc_info],
+        foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = logging.StreamHandler(out)

@@ -171,3 +171,6 @@ async def test_an_error_that_echoes_a_card_is_recorded_masked(
     assert "[redacted]" in recorded
     assert "tok_visa" not in recorded
     assert "4242" not in recorded
+    # The SDK logs the failed activity with its traceback: masked there too.
+    assert any(e.get("saga_id") == saga_id and "exception" in e for e in events(lines))
+    assert "tok_visa" not in lines.getvalue()
