@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 import schemathesis
+import schemathesis.specs.openapi.adapter  # compiled at collection: see below
+import schemathesis.specs.openapi.schemas
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -26,6 +28,12 @@ from schemathesis.checks import (
 from temporalio.testing import WorkflowEnvironment
 
 from tests.support.processes import Background, free_port
+
+# schemathesis imports most of itself lazily, and pytest rewrites (compiles) a plugin's modules
+# as they are imported. Compiling in the middle of the suite once met CPython 3.11's "AST
+# constructor recursion depth mismatch": the garbage collector closed an abandoned workflow
+# coroutine of an earlier test's worker mid-compile. Importing here, at collection, compiles
+# them before any worker has run.
 
 pytestmark = pytest.mark.temporal
 
