@@ -179,6 +179,7 @@ class SagaDefinition(Generic[InputT]):
         input: type[InputT],
         deadline: timedelta | None = None,
         description: str = "",
+        version: int = 1,
     ) -> None:
         if not isinstance(name, str) or not _SAGA_NAME.match(name):
             raise SagaDefinitionError(
@@ -190,10 +191,15 @@ class SagaDefinition(Generic[InputT]):
             )
         if deadline is not None and deadline <= timedelta(0):
             raise SagaDefinitionError(f"saga {name!r}: deadline must be positive")
+        if not isinstance(version, int) or version < 1:
+            raise SagaDefinitionError(f"saga {name!r}: version must be a positive integer")
         self.name = name
         self.input = input
         self.deadline = deadline
         self.description = description
+        # Running sagas keep the version they started with while newer ones roll out (see
+        # engine._registry.versions and the workflow's _pin_definition).
+        self.version = version
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -235,8 +241,11 @@ class Saga(SagaDefinition[InputT]):
         steps: Sequence[Stage],
         deadline: timedelta | None = None,
         description: str = "",
+        version: int = 1,
     ) -> None:
-        super().__init__(name, input=input, deadline=deadline, description=description)
+        super().__init__(
+            name, input=input, deadline=deadline, description=description, version=version
+        )
         self.stages: tuple[Stage, ...] = tuple(steps)
         _check_stages(name, self.stages)
 
@@ -275,8 +284,11 @@ class ImperativeSaga(SagaDefinition[InputT]):
         activities: Sequence[Callable[..., Any]],
         deadline: timedelta | None = None,
         description: str = "",
+        version: int = 1,
     ) -> None:
-        super().__init__(name, input=input, deadline=deadline, description=description)
+        super().__init__(
+            name, input=input, deadline=deadline, description=description, version=version
+        )
         if not inspect.iscoroutinefunction(run):
             raise SagaDefinitionError(f"saga {name!r}: run must be an async function")
         for fn in activities:

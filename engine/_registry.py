@@ -15,34 +15,47 @@ from typing import Any
 from engine._definition import SagaDefinition
 from engine._errors import SagaDefinitionError, UnknownSagaType
 
-_definitions: dict[str, SagaDefinition[Any]] = {}
+# name -> version -> definition. Several versions of one saga live side by side while the
+# sagas started on an older one finish (see versions()).
+_definitions: dict[str, dict[int, SagaDefinition[Any]]] = {}
 
 
 def register(*definitions: SagaDefinition[Any]) -> None:
     for definition in definitions:
-        known = _definitions.get(definition.name)
+        by_version = _definitions.setdefault(definition.name, {})
+        known = by_version.get(definition.version)
         if known is not None and known is not definition:
             raise SagaDefinitionError(
-                f"two different sagas are named {definition.name!r} "
-                f"({_origin(known)} and {_origin(definition)})"
+                f"two different sagas are named {definition.name!r} with version "
+                f"{definition.version} ({_origin(known)} and {_origin(definition)}); "
+                "give the new one a higher version"
             )
-        _definitions[definition.name] = definition
+        by_version[definition.version] = definition
 
 
 def get(name: str) -> SagaDefinition[Any]:
-    try:
-        return _definitions[name]
-    except KeyError:
+    """The newest version of saga ``name``: what new sagas run."""
+    found = find(name)
+    if found is None:
         known = ", ".join(sorted(_definitions)) or "none"
-        raise UnknownSagaType(f"unknown saga type {name!r} (registered: {known})") from None
+        raise UnknownSagaType(f"unknown saga type {name!r} (registered: {known})")
+    return found
 
 
 def find(name: str) -> SagaDefinition[Any] | None:
-    return _definitions.get(name)
+    versions = _definitions.get(name)
+    return versions[max(versions)] if versions else None
+
+
+def versions(name: str) -> list[SagaDefinition[Any]]:
+    """Every registered version of saga ``name``, newest first."""
+    by_version = _definitions.get(name, {})
+    return [by_version[v] for v in sorted(by_version, reverse=True)]
 
 
 def registered() -> list[SagaDefinition[Any]]:
-    return [_definitions[name] for name in sorted(_definitions)]
+    """The newest version of each saga, by name."""
+    return [d for name in sorted(_definitions) if (d := find(name)) is not None]
 
 
 def load_modules(names: Iterable[str]) -> list[SagaDefinition[Any]]:

@@ -152,11 +152,12 @@ class SagaWorkflow:
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> SagaState:
         info = workflow.info()
-        definition = _registry.find(info.workflow_type)
-        if definition is None:
+        versions = _registry.versions(info.workflow_type)
+        if not versions:
             # A task failure, not a workflow failure: Temporal retries the task, so a worker
             # that does know this saga type (or a fixed deployment) picks the saga up.
             raise RuntimeError(f"saga type {info.workflow_type!r} is not registered on this worker")
+        definition = _pin_definition(versions)
         self._definition = definition
         self._started_at = self._updated_at = workflow.now()
         try:
@@ -725,6 +726,21 @@ def _is_refusal(exc: ActivityError, non_retryable_types: Sequence[str]) -> bool:
     if isinstance(cause, ApplicationError):
         return cause.non_retryable or (cause.type or "") in non_retryable_types
     return False
+
+
+def _pin_definition(versions: Sequence[SagaDefinition[Any]]) -> SagaDefinition[Any]:
+    """The version of the definition this saga runs, for its whole life (newest first given).
+
+    A new saga takes the newest version and, when older ones are registered beside it, leaves
+    a patch marker naming it in its history. Replaying, ``workflow.patched`` is true only for
+    the marker the history holds, so a saga keeps the version it started with however many
+    newer ones have rolled out since. No marker found: the saga started when only the oldest
+    registered version existed (or before versions did), and that is the one it runs.
+    """
+    for definition in versions[:-1]:
+        if workflow.patched(f"saga-definition-v{definition.version}"):
+            return definition
+    return versions[-1]
 
 
 def _describe(exc: ActivityError) -> str:
