@@ -19,12 +19,12 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from engine import _registry
+from engine._codec import data_converter
 from engine._errors import (
     InvalidSagaInput,
     SagaAlreadyExists,
@@ -60,7 +60,7 @@ async def connect(
         return await Client.connect(
             target,
             namespace=namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter(),
             **_tracing_options(),
             runtime=runtime,
         )

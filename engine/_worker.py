@@ -8,11 +8,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from engine import _registry
+from engine._codec import data_converter
 from engine._definition import SagaDefinition, activity_name
 from engine._errors import SagaDefinitionError
 from engine._projection import Projector
@@ -111,6 +111,6 @@ def build_replayer(sagas: Sequence[SagaDefinition[Any]]) -> Replayer:
     _registry.register(*sagas)
     return Replayer(
         workflows=[SagaWorkflow],
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),
         workflow_runner=SandboxedWorkflowRunner(restrictions=_RESTRICTIONS),
     )

@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import prometheus_client
 import typer
+from pydantic import ValidationError
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -462,18 +463,30 @@ def list_sagas(
     run(show())
 
 
+def settings_problems(exc: ValidationError) -> str:
+    """A settings error in one line, each problem naming its environment variable."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        field = ".".join(str(part) for part in error["loc"])
+        problems.append(f"SAGAS_{field.upper()}: {message}" if field else message)
+    return "; ".join(problems)
+
+
 def main() -> None:
     for name, command in _plugins("sagas.commands"):
         app.command(name)(command)
     try:
         settings = get_settings()
-        configure_logging(
-            log_format=settings.log_format,
-            production=settings.environment == "production",
-            level=settings.log_level,
-        )
-    except ValueError:
-        pass  # invalid settings: the command itself reports them, in one line
+    except ValidationError as exc:
+        typer.echo(f"error: invalid settings: {settings_problems(exc)}", err=True)
+        sys.stderr.flush()
+        os._exit(2)
+    configure_logging(
+        log_format=settings.log_format,
+        production=settings.environment == "production",
+        level=settings.log_level,
+    )
     code = 0
     try:
         app()

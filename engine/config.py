@@ -1,6 +1,8 @@
 """Settings for every process, from ``SAGAS_*`` environment variables (or a ``.env`` file).
 
-Later issues add the API's and the store's settings here; each process reads the one class.
+One class for the API, the worker, the participants and the CLI (docs/configuration.md lists
+every field). With ``SAGAS_ENVIRONMENT=production`` the unsafe defaults are refused: the
+settings do not load without API keys, without an encryption key, or with SQLite as the store.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from engine._codec import parse_keys
 
 
 class Settings(BaseSettings):
@@ -85,6 +89,37 @@ class Settings(BaseSettings):
     participants_slow_seconds: float = Field(default=20.0, ge=0.0, le=300.0)
     #: Trips whose total is above this amount wait for approval before the payment.
     trip_approval_above: int = Field(default=2000, ge=0)
+
+    #: AES-256 keys (base64 of 32 bytes), comma-separated, newest first: every payload the
+    #: engine gives Temporal (inputs, results, saga state) is encrypted with the first.
+    encryption_key: SecretStr | None = None
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _well_formed_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_keys(value.get_secret_value())  # says which key is wrong, and how
+        return value
+
+    @model_validator(mode="after")
+    def _safe_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        unsafe = []
+        if not self.api_keys:
+            unsafe.append("SAGAS_API_KEYS is empty (the API would be open to anyone)")
+        if self.encryption_key is None:
+            unsafe.append(
+                "SAGAS_ENCRYPTION_KEY is not set (inputs, card tokens included, would be "
+                "stored in Temporal in clear)"
+            )
+        if not self.database_url or self.database_url.startswith("sqlite"):
+            unsafe.append(
+                "the saga store is SQLite (set SAGAS_DATABASE_URL or DATABASE_URL to PostgreSQL)"
+            )
+        if unsafe:
+            raise ValueError("unsafe for production: " + "; ".join(unsafe))
+        return self
 
     @field_validator("modules", "api_keys", mode="before")
     @classmethod

@@ -51,7 +51,14 @@ class TestBadInput:
     def test_the_api_refuses_production_without_keys(self) -> None:
         env = {**os.environ, "SAGAS_ENVIRONMENT": "production", "SAGAS_API_KEYS": ""}
         result = sagas("api", env=env)
-        assert_one_line_error(result, "production mode needs API keys", "SAGAS_API_KEYS")
+        assert_one_line_error(
+            result, "unsafe for production", "SAGAS_API_KEYS", "SAGAS_ENCRYPTION_KEY", "SQLite"
+        )
+        assert result.returncode == 2
+
+    def test_a_malformed_encryption_key_is_named(self) -> None:
+        result = sagas("list", env={**os.environ, "SAGAS_ENCRYPTION_KEY": "c2hvcnQ="})
+        assert_one_line_error(result, "SAGAS_ENCRYPTION_KEY", "5 bytes; AES-256 needs 32")
         assert result.returncode == 2
 
     def test_a_short_api_key_is_refused(self) -> None:

@@ -1,0 +1,85 @@
+"""Payload encryption: what Temporal stores is sealed; sagas run as before; keys rotate."""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+
+import pytest
+from pydantic import ValidationError
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from engine import SagaClient, SagaStatus, build_worker
+from engine._codec import ENCODING, EncryptionCodec, EncryptionKeyError, data_converter
+from engine.config import Settings
+from tests.support import ledger
+from tests.support.sagas import ALL
+
+
+def new_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+class TestCodec:
+    async def test_a_sealed_payload_opens_to_the_same_payload(self) -> None:
+        codec = EncryptionCodec([base64.b64decode(new_key())])
+        plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"card_token":"tok_visa"}')
+        (sealed,) = await codec.encode([plain])
+        assert sealed.metadata["encoding"] == ENCODING
+        assert b"tok_visa" not in sealed.SerializeToString()
+        assert await codec.decode([sealed]) == [plain]
+
+    async def test_payloads_from_before_encryption_pass_through(self) -> None:
+        codec = EncryptionCodec([base64.b64decode(new_key())])
+        plain = Payload(metadata={"encoding": b"json/plain"}, data=b"{}")
+        assert await codec.decode([plain]) == [plain]
+
+    async def test_a_rotated_key_still_opens_what_it_sealed(self) -> None:
+        old, new = base64.b64decode(new_key()), base64.b64decode(new_key())
+        (sealed,) = await EncryptionCodec([old]).encode([Payload(data=b"x")])
+        assert (await EncryptionCodec([new, old]).decode([sealed]))[0].data == b"x"
+        with pytest.raises(EncryptionKeyError, match="not among SAGAS_ENCRYPTION_KEY"):
+            await EncryptionCodec([new]).decode([sealed])
+
+
+class TestProductionSettings:
+    def test_unsafe_values_are_each_named(self) -> None:
+        with pytest.raises(ValidationError) as refused:
+            Settings(environment="production", database_url="sqlite:///x.sqlite")
+        text = str(refused.value)
+        for needle in ("SAGAS_API_KEYS", "SAGAS_ENCRYPTION_KEY", "SQLite"):
+            assert needle in text
+
+    def test_safe_values_load(self) -> None:
+        settings = Settings(
+            environment="production",
+            api_keys=["ops:0123456789abcdef"],
+            encryption_key=new_key(),
+            database_url="postgresql://sagas@db/sagas",
+        )
+        assert settings.environment == "production"
+
+
+@pytest.mark.temporal
+async def test_temporal_stores_only_sealed_payloads(dev_env: WorkflowEnvironment) -> None:
+    address = dev_env.client.service_client.config.target_host
+    client = await Client.connect(address, data_converter=data_converter(new_key()))
+    task_queue = f"tq-{uuid.uuid4()}"
+    secret = f"tok_secret_{uuid.uuid4().hex}"
+    async with build_worker(client, task_queue=task_queue, sagas=ALL):
+        sagas = SagaClient(client, task_queue=task_queue)
+        ledger.plan(secret)
+        saga_id = await sagas.start("three_steps", {"order_id": secret, "amount": 7})
+        state = await sagas.result(saga_id)
+    assert state.status is SagaStatus.COMPLETED
+    assert state.input is not None
+
+    # Read back raw, without the key: what Temporal's database and UI hold.
+    history = await dev_env.client.get_workflow_handle(saga_id).fetch_history()
+    raw = history.to_json()
+    assert secret not in raw
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert started.input.payloads[0].metadata["encoding"] == ENCODING
