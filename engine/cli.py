@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -171,6 +172,7 @@ async def serve_worker(settings: Settings, sagas: list[SagaDefinition[Any]]) -> 
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         max_cached_workflows=settings.max_cached_workflows,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
         store=store,
         sandbox=settings.workflow_sandbox,
     )

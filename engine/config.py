@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # none are served (the API's /metrics has them when both run in one process).
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     worker_metrics_host: str = "127.0.0.1"
+    # On SIGTERM a worker stops polling and gives running activities this long to finish
+    # before cancelling them (Kubernetes: keep terminationGracePeriodSeconds above it).
+    worker_shutdown_seconds: float = Field(default=30.0, ge=0, le=3600)
     #: Run sagas in Temporal's workflow sandbox (guards saga definitions against I/O, clocks
     #: and randomness in ``when``/``input`` callables); off saves CPU per saga.
     workflow_sandbox: bool = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -87,3 +88,83 @@ def test_docs_name_the_real_span_attributes() -> None:
     source = (ROOT / "engine" / "_tracing.py").read_text()
     for attribute in re.findall(r'"(saga\.[a-z_.]+)"', source):
         assert f"`{attribute}`" in doc, attribute
+
+
+K8S = DEPLOY / "k8s"
+KUBERNETES_VERSION = "1.30.0"
+
+
+def kustomized() -> list[dict[str, Any]]:
+    """The resources kustomize would emit: the listed files, with the image overrides applied."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    images = {i["name"]: f"{i['newName']}:{i['newTag']}" for i in kustomization["images"]}
+    resources = []
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((K8S / name).read_text()):
+            for container in containers(doc):
+                container["image"] = images.get(container["image"], container["image"])
+            resources.append(doc)
+    return resources
+
+
+def containers(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    if resource["kind"] != "Deployment":
+        return []
+    found: list[dict[str, Any]] = resource["spec"]["template"]["spec"]["containers"]
+    return found
+
+
+def by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {r["metadata"]["name"]: r for r in kustomized() if r["kind"] == kind}
+
+
+class TestKubernetes:
+    @pytest.mark.parametrize(
+        "resource", kustomized(), ids=lambda r: f"{r['kind']}/{r['metadata']['name']}"
+    )
+    def test_every_resource_fits_the_kubernetes_schema(self, resource: dict[str, Any]) -> None:
+        kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+
+    def test_a_broken_resource_is_caught(self) -> None:
+        broken = by_kind("Deployment")["api"]
+        broken["spec"]["replicas"] = "two"
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+    def test_api_worker_and_participants_are_deployed_and_scaled(self) -> None:
+        assert set(by_kind("Deployment")) == {"api", "worker", "participants"}
+        assert set(by_kind("Service")) == {"api", "participants"}
+        assert set(by_kind("HorizontalPodAutoscaler")) == {"api", "worker"}
+
+    def test_probes_resources_images_and_users(self) -> None:
+        for name, deployment in by_kind("Deployment").items():
+            pod = deployment["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True, name
+            for container in pod["containers"]:
+                assert re.fullmatch(r".+:\d+\.\d+\.\d+", container["image"]), name
+                assert {"requests", "limits"} <= set(container["resources"]), name
+                assert {"livenessProbe", "readinessProbe"} <= set(container), name
+        api = containers(by_kind("Deployment")["api"])[0]
+        assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+    def test_a_worker_has_time_to_finish_its_activities(self) -> None:
+        config = by_kind("ConfigMap")["sagas-config"]["data"]
+        worker = by_kind("Deployment")["worker"]["spec"]["template"]["spec"]
+        grace = worker["terminationGracePeriodSeconds"]
+        assert grace > float(config["SAGAS_WORKER_SHUTDOWN_SECONDS"])
+
+    def test_configuration_is_consistent_with_the_settings(self) -> None:
+        config = by_kind("ConfigMap")["sagas-config"]["data"]
+        secret = by_kind("Secret")["sagas-secrets"]["stringData"]
+        names = {k for k in [*config, *secret] if k.startswith("SAGAS_")}
+        assert names - settings_variables() == set()
+        # Production refuses these if missing: they must be provided.
+        assert config["SAGAS_ENVIRONMENT"] == "production"
+        assert {"SAGAS_API_KEYS", "SAGAS_ENCRYPTION_KEY", "SAGAS_DATABASE_URL"} <= set(secret)
+        for deployment in by_kind("Deployment").values():
+            refs = [
+                next(iter(source.values()))["name"]
+                for source in containers(deployment)[0]["envFrom"]
+            ]
+            assert refs == ["sagas-config", "sagas-secrets"]
