@@ -100,8 +100,9 @@ class Settings(BaseSettings):
     @field_validator("encryption_key")
     @classmethod
     def _well_formed_keys(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_keys(value.get_secret_value())  # says which key is wrong, and how
+        if value is None or not value.get_secret_value().strip():
+            return None  # unset and empty (compose's ${VAR:-}) mean the same
+        parse_keys(value.get_secret_value())  # says which key is wrong, and how
         return value
 
     @model_validator(mode="after")

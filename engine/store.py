@@ -13,6 +13,7 @@ from engine._store import (
     Page,
     SagaStore,
     StoredSaga,
+    with_driver,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "SagaStore",
     "StoredSaga",
     "read_from_temporal",
+    "with_driver",
 ]

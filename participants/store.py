@@ -18,6 +18,8 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
+from engine.store import with_driver
+
 T = TypeVar("T")
 
 
@@ -53,7 +55,7 @@ class Conflict(Exception):
 class Store:
     def __init__(self, url: str) -> None:
         args = {"check_same_thread": False} if url.startswith("sqlite") else {}
-        self.engine: Engine = create_engine(url, connect_args=args)
+        self.engine: Engine = create_engine(with_driver(url), connect_args=args)
         # Only our tables: other sqlmodel tables (the saga store) share the global metadata.
         tables = [SQLModel.metadata.tables[name] for name in ("record", "attempt")]
         SQLModel.metadata.create_all(self.engine, tables=tables)

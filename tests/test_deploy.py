@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -34,6 +36,36 @@ def settings_variables() -> set[str]:
 
 
 class TestCompose:
+    def test_the_file_fits_the_compose_specification(self, compose: dict[str, Any]) -> None:
+        schema = json.loads((ROOT / "tests" / "schemas" / "compose_spec.json").read_text())
+        validator = jsonschema.Draft201909Validator(schema)
+        assert [e.message for e in validator.iter_errors(compose)] == []
+        broken = {**compose, "services": {"api": {"image": "x", "ports": "8000"}}}
+        assert list(validator.iter_errors(broken))  # the check can fail
+
+    def test_temporal_runs_on_postgresql_with_its_schema_and_ui(
+        self, compose: dict[str, Any]
+    ) -> None:
+        services = compose["services"]
+        temporal = environment(services["temporal"])
+        assert services["temporal"]["image"].startswith("temporalio/auto-setup:")
+        assert (temporal["DB"], temporal["POSTGRES_SEEDS"]) == ("postgres12", "postgres")
+        assert services["temporal"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert environment(services["temporal-ui"])["TEMPORAL_ADDRESS"] == "temporal:7233"
+        for name in APP_SERVICES:
+            env = environment(services[name])
+            assert env["SAGAS_DATABASE_URL"].startswith("postgresql://")
+            assert env["SAGAS_TEMPORAL_ADDRESS"] == "temporal:7233"
+            assert "healthcheck" in services[name]
+            assert services[name]["restart"] == "unless-stopped"
+
+    def test_every_participant_database_is_created(self) -> None:
+        from participants.services import participants
+
+        init = (DEPLOY / "postgres" / "init.sql").read_text()
+        for participant in participants(slow_seconds=0):
+            assert f"CREATE DATABASE {participant.name} " in init
+
     def test_jaeger_v2_takes_otlp_and_serves_its_ui(self, compose: dict[str, Any]) -> None:
         jaeger = compose["services"]["jaeger"]
         assert re.fullmatch(r"jaegertracing/jaeger:2\.\d+\.\d+", jaeger["image"])

@@ -53,6 +53,15 @@ class TestProductionSettings:
         for needle in ("SAGAS_API_KEYS", "SAGAS_ENCRYPTION_KEY", "SQLite"):
             assert needle in text
 
+    def test_an_empty_key_counts_as_no_key(self) -> None:
+        with pytest.raises(ValidationError, match="SAGAS_ENCRYPTION_KEY is not set"):
+            Settings(
+                environment="production",
+                api_keys=["ops:0123456789abcdef"],
+                encryption_key="",  # what compose's ${SAGAS_ENCRYPTION_KEY:-} gives
+                database_url="postgresql://sagas@db/sagas",
+            )
+
     def test_safe_values_load(self) -> None:
         settings = Settings(
             environment="production",
