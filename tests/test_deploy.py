@@ -200,3 +200,9 @@ class TestKubernetes:
                 for source in containers(deployment)[0]["envFrom"]
             ]
             assert refs == ["sagas-config", "sagas-secrets"]
+
+
+def test_every_setting_is_documented() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"^\| `(SAGAS_[A-Z_]+)`", doc, re.MULTILINE))
+    assert documented == settings_variables()
