@@ -22,7 +22,9 @@ pytestmark = pytest.mark.temporal
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def spawn_worker(target: str, task_queue: str, log: Path) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    target: str, task_queue: str, log: Path, **settings: str
+) -> subprocess.Popen[bytes]:
     """`sagas worker` as a user runs it, in its own process."""
     command = [
         sys.executable, "-m", "engine.cli", "worker", "--module", "tests.support.sagas",
@@ -32,7 +34,7 @@ def spawn_worker(target: str, task_queue: str, log: Path) -> subprocess.Popen[by
         return subprocess.Popen(
             command,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **settings},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -77,3 +79,40 @@ async def test_saga_survives_a_killed_worker(dev_env: WorkflowEnvironment, tmp_p
         "b": ("active", 1),
         "c": ("active", 1),
     }
+
+
+@pytest.mark.parametrize(("grace", "b_attempts"), [("10", 1), ("0", 2)])
+async def test_a_stopping_worker_lets_running_activities_finish(
+    dev_env: WorkflowEnvironment, tmp_path: Path, grace: str, b_attempts: int
+) -> None:
+    """SIGTERM with SAGAS_WORKER_SHUTDOWN_SECONDS: the running step finishes, not retried.
+
+    With no grace (0) the same stop cancels the step, which is then tried again: the
+    comparison shows the setting is what makes the difference.
+    """
+    load_modules(["tests.support.sagas"])
+    target = dev_env.client.service_client.config.target_host
+    task_queue = f"graceful-{uuid.uuid4()}"
+    sagas = SagaClient(dev_env.client, task_queue=task_queue)
+    saga_id = f"graceful-{uuid.uuid4().hex[:12]}"
+    ledger.plan(saga_id, slow={"b": 3})
+    first = spawn_worker(
+        target, task_queue, tmp_path / "worker1.log", SAGAS_WORKER_SHUTDOWN_SECONDS=grace
+    )
+    second = None
+    try:
+        await sagas.start("three_steps", {"order_id": saga_id}, saga_id=saga_id)
+        await wait_until(lambda: ("b", "forward", 1) in ledger.calls(saga_id))
+        first.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(first.wait, 30)
+        second = spawn_worker(target, task_queue, tmp_path / "worker2.log")
+        state = await asyncio.wait_for(sagas.result(saga_id), timeout=60)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+            if proc is not None:
+                proc.wait(timeout=10)
+    assert state.status is SagaStatus.COMPLETED
+    assert state.step("b").attempts == b_attempts
+    assert ledger.active(saga_id) == {"a", "b", "c"}
