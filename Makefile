@@ -31,9 +31,10 @@ test: $(STAMP)  ## run the test suite (slow suites excluded)
 test-all: $(STAMP)  ## run every suite, slow ones included
 	$(BIN)/pytest
 
-bench: $(STAMP)  ## benchmarks (not tests): API start path against the client; tracing on/off
+bench: $(STAMP)  ## benchmarks (not tests): API vs client, tracing on/off, engine vs hand-written
 	$(PY) -m bench.api_start --sagas 150 --concurrency 20 --rounds 6
 	$(PY) -m bench.tracing --sagas 150 --concurrency 20 --rounds 4
+	$(PY) -m bench.baseline --sagas 150 --concurrency 20 --rounds 3
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check .

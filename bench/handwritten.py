@@ -1,0 +1,90 @@
+"""The bench saga written by hand as a plain Temporal workflow: the baseline for the engine.
+
+Same activities as ``bench.sagas.bench_trip``, one ``execute_activity`` per step, compensations
+in reverse order on failure: what a careful team writes without the engine. Run as a worker:
+
+    python -m bench.handwritten --address 127.0.0.1:7233 --task-queue bench-handwritten
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ActivityError
+from temporalio.worker import Worker
+
+with workflow.unsafe.imports_passed_through():
+    from bench.sagas import (
+        Booked,
+        Trip,
+        bench_cancel_flight,
+        bench_cancel_hotel,
+        bench_charge,
+        bench_refund,
+        bench_reserve_flight,
+        bench_reserve_hotel,
+    )
+    from engine import Compensation
+
+STEPS = [
+    ("reserve_flight", bench_reserve_flight, bench_cancel_flight),
+    ("reserve_hotel", bench_reserve_hotel, bench_cancel_hotel),
+    ("charge", bench_charge, bench_refund),
+]
+TIMEOUT = timedelta(seconds=30)
+
+
+@workflow.defn(name="handwritten_trip")
+class HandwrittenTrip:
+    @workflow.run
+    async def run(self, trip: Trip) -> dict[str, str]:
+        saga_id = workflow.info().workflow_id
+        done: list[tuple[str, Any, Booked]] = []
+        try:
+            for name, action, undo in STEPS:
+                booked = await workflow.execute_activity(
+                    action, trip, start_to_close_timeout=TIMEOUT, activity_id=f"{name}/forward/1"
+                )
+                done.append((name, undo, booked))
+        except ActivityError:
+            for name, undo, booked in reversed(done):
+                await workflow.execute_activity(
+                    undo,
+                    Compensation(
+                        saga_id=saga_id, step=name, idempotency_key=f"{saga_id}/{name}",
+                        input=trip, output=booked,
+                    ),
+                    start_to_close_timeout=TIMEOUT,
+                    activity_id=f"{name}/compensation/1",
+                )  # fmt: skip
+            raise
+        return {name: booked.what for name, _, booked in done}
+
+
+async def serve(address: str, task_queue: str) -> None:
+    client = await Client.connect(address, data_converter=pydantic_data_converter)
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[HandwrittenTrip],
+        activities=[fn for _, action, undo in STEPS for fn in (action, undo)],
+        max_concurrent_activities=100,
+        max_concurrent_workflow_tasks=100,
+    )
+    async with worker:
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--task-queue", required=True)
+    options = parser.parse_args()
+    asyncio.run(serve(options.address, options.task_queue))
