@@ -35,6 +35,7 @@ bench: $(STAMP)  ## benchmarks (not tests): API vs client, tracing on/off, engin
 	$(PY) -m bench.api_start --sagas 150 --concurrency 20 --rounds 6
 	$(PY) -m bench.tracing --sagas 150 --concurrency 20 --rounds 4
 	$(PY) -m bench.baseline --sagas 150 --concurrency 20 --rounds 3
+	$(PY) -m bench.memory --sagas 1000
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check .

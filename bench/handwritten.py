@@ -67,12 +67,33 @@ class HandwrittenTrip:
         return {name: booked.what for name, _, booked in done}
 
 
+@workflow.defn(name="handwritten_waiting")
+class HandwrittenWaiting:
+    """bench_waiting by hand: reserve the flight, then wait for a decision signal."""
+
+    def __init__(self) -> None:
+        self.approved: bool | None = None
+
+    @workflow.run
+    async def run(self, trip: Trip) -> str:
+        await workflow.execute_activity(
+            bench_reserve_flight, trip, start_to_close_timeout=TIMEOUT,
+            activity_id="reserve_flight/forward/1",
+        )  # fmt: skip
+        await workflow.wait_condition(lambda: self.approved is not None, timeout=timedelta(days=1))
+        return "approved" if self.approved else "rejected"
+
+    @workflow.signal
+    def decide(self, approved: bool) -> None:
+        self.approved = approved
+
+
 async def serve(address: str, task_queue: str) -> None:
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     worker = Worker(
         client,
         task_queue=task_queue,
-        workflows=[HandwrittenTrip],
+        workflows=[HandwrittenTrip, HandwrittenWaiting],
         activities=[fn for _, action, undo in STEPS for fn in (action, undo)],
         max_concurrent_activities=100,
         max_concurrent_workflow_tasks=100,

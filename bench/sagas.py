@@ -5,10 +5,12 @@ The activities do no I/O, so what is measured is the engine, Temporal and the st
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import BaseModel
 from temporalio import activity
 
-from engine import Compensation, Saga, Step
+from engine import Approval, Compensation, Saga, Step
 
 
 class Trip(BaseModel):
@@ -57,5 +59,20 @@ bench_trip = Saga(
         Step(bench_reserve_flight, compensate=bench_cancel_flight),
         Step(bench_reserve_hotel, compensate=bench_cancel_hotel),
         Step(bench_charge, compensate=bench_refund),
+    ],
+)
+
+
+# For bench/memory.py: a saga that stays in flight, waiting for a decision after its first step.
+bench_waiting = Saga(
+    "bench_waiting",
+    input=Trip,
+    steps=[
+        Step(bench_reserve_flight, compensate=bench_cancel_flight),
+        Step(
+            bench_reserve_hotel,
+            compensate=bench_cancel_hotel,
+            approval=Approval(timedelta(days=1)),
+        ),
     ],
 )
