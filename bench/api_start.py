@@ -167,23 +167,32 @@ async def wait_ready(log: Path, proc: subprocess.Popen[bytes]) -> None:
         await asyncio.sleep(0.2)
 
 
-async def main(count: int, concurrency: int, rounds: int, http_client: str) -> dict[str, object]:
-    load_modules(["bench.sagas"])
-    folder = Path(tempfile.mkdtemp(prefix="sagas-bench-"))
-    env_server = await WorkflowEnvironment.start_local(
+async def start_dev_server() -> WorkflowEnvironment:
+    """The embedded Temporal dev server every benchmark runs on (in memory, quiet)."""
+    return await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
     )
-    port = free_port()
-    env = {
-        **os.environ,
+
+
+def bench_env(folder: Path, server: WorkflowEnvironment, **settings: str) -> dict[str, str]:
+    """Environment for ``sagas`` processes of a benchmark: the bench sagas, no tracing."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
         "SAGAS_DATA_DIR": str(folder),
-        "SAGAS_TEMPORAL_ADDRESS": env_server.client.service_client.config.target_host,
-        "SAGAS_TASK_QUEUE": "bench",
+        "SAGAS_TEMPORAL_ADDRESS": server.client.service_client.config.target_host,
         "SAGAS_MODULES": "bench.sagas",
-        "SAGAS_API_PORT": str(port),
+        **settings,
     }
+
+
+async def main(count: int, concurrency: int, rounds: int, http_client: str) -> dict[str, object]:
+    load_modules(["bench.sagas"])
+    folder = Path(tempfile.mkdtemp(prefix="sagas-bench-"))
+    env_server = await start_dev_server()
+    port = free_port()
+    env = bench_env(folder, env_server, SAGAS_TASK_QUEUE="bench", SAGAS_API_PORT=str(port))
     worker = spawn(["worker"], env, folder / "worker.log")
     api = spawn(["api"], env, folder / "api.log")
     try:

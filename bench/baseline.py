@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -27,10 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
-from bench.api_start import binary, cpu_seconds, spawn, wait_ready
+from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, wait_ready
 from bench.sagas import Trip
 from engine import SagaClient, load_modules
 from tests.support.processes import ROOT
@@ -66,18 +63,9 @@ def start_handwritten(address: str, env: dict[str, str], log: Path) -> subproces
 async def main(count: int, concurrency: int, rounds: int) -> dict[str, Any]:
     load_modules(["bench.sagas"])
     folder = Path(tempfile.mkdtemp(prefix="sagas-bench-baseline-"))
-    server = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"),
-        data_converter=pydantic_data_converter,
-        dev_server_log_level="error",
-    )
+    server = await start_dev_server()
     address = server.client.service_client.config.target_host
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-        "SAGAS_DATA_DIR": str(folder),
-        "SAGAS_TEMPORAL_ADDRESS": address,
-        "SAGAS_MODULES": "bench.sagas",
-    }
+    env = bench_env(folder, server)
     handwritten = start_handwritten(address, env, folder / "handwritten.log")
     workers = {
         "handwritten": handwritten,

@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
-
-from bench.api_start import binary, cpu_seconds, spawn, wait_ready
+from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, wait_ready
 from bench.baseline import start_handwritten
 from bench.sagas import Trip
 from engine import SagaClient, SagaStatus, load_modules
@@ -49,20 +45,14 @@ async def settle(pids: list[int], quiet_cpu_seconds: float = 0.05) -> None:
 async def main(count: int, concurrency: int) -> dict[str, Any]:
     load_modules(["bench.sagas"])
     folder = Path(tempfile.mkdtemp(prefix="sagas-bench-memory-"))
-    server = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"),
-        data_converter=pydantic_data_converter,
-        dev_server_log_level="error",
-    )
+    server = await start_dev_server()
     address = server.client.service_client.config.target_host
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-        "SAGAS_DATA_DIR": str(folder),
-        "SAGAS_TEMPORAL_ADDRESS": address,
-        "SAGAS_MODULES": "bench.sagas",
-        "SAGAS_TASK_QUEUE": "bench-engine",
-        "SAGAS_MAX_CACHED_WORKFLOWS": str(max(1000, count)),
-    }
+    env = bench_env(
+        folder,
+        server,
+        SAGAS_TASK_QUEUE="bench-engine",
+        SAGAS_MAX_CACHED_WORKFLOWS=str(max(1000, count)),
+    )
     hand = start_handwritten(address, env, folder / "handwritten.log")
     engine = spawn(["worker"], env, folder / "engine.log")
     sagas = SagaClient(server.client, task_queue="bench-engine")

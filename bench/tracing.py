@@ -16,20 +16,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import tempfile
 import threading
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
-
-from bench.api_start import Round, binary, cpu_seconds, run_round, spawn, wait_ready
+from bench.api_start import (
+    Round,
+    bench_env,
+    cpu_seconds,
+    run_round,
+    spawn,
+    start_dev_server,
+    wait_ready,
+)
 from engine import SagaClient, load_modules
 
 MODES = {
@@ -55,19 +58,8 @@ async def main(count: int, concurrency: int, rounds: int) -> dict[str, object]:
     folder = Path(tempfile.mkdtemp(prefix="sagas-bench-tracing-"))
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), Discard)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    server = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"),
-        data_converter=pydantic_data_converter,
-        dev_server_log_level="error",
-    )
-    base = {
-        **os.environ,
-        "SAGAS_DATA_DIR": str(folder),
-        "SAGAS_TEMPORAL_ADDRESS": server.client.service_client.config.target_host,
-        "SAGAS_MODULES": "bench.sagas",
-    }
-    for name in [k for k in base if k.startswith("OTEL_")]:
-        del base[name]
+    server = await start_dev_server()
+    base = bench_env(folder, server)
     workers = {}
     for mode, extra in MODES.items():
         env = {**base, **extra, "SAGAS_TASK_QUEUE": f"bench-{mode}"}
@@ -134,7 +126,6 @@ async def main(count: int, concurrency: int, rounds: int) -> dict[str, object]:
         "plugin_over_off": ratio("plugin"),
         "interceptor_over_off": ratio("interceptor"),
         "median_round_ratio": {m: median_ratio(m) for m in ("plugin", "interceptor")},
-        "run": uuid.uuid4().hex[:8],
     }
 
 

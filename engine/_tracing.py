@@ -29,6 +29,8 @@ from sqlalchemy import Engine, event
 from temporalio.contrib.opentelemetry import ReplaySafeTracerProvider as TracerProvider
 from temporalio.contrib.opentelemetry import create_tracer_provider
 
+from engine._step_info import COMPENSATION
+
 _providers: dict[str, TracerProvider] = {}
 
 
@@ -159,9 +161,6 @@ def current_trace_id() -> str | None:
 
 
 # ----------------------------------------------------------------- saga spans
-
-FORWARD = "forward"
-COMPENSATION = "compensation"
 
 
 @contextmanager
