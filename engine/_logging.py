@@ -27,7 +27,9 @@ LogFormat = Literal["auto", "json", "console"]
 
 #: Keys whose values never appear in a log line, whatever their nesting.
 SECRET_KEYS = re.compile(
-    r"(card|token|secret|password|passwd|authorization|api[_-]?key|cvv|cvc|pan)", re.IGNORECASE
+    r"card|token|secret|password|passwd|authorization|api[_-]?key|cvv|cvc"
+    r"|(?:^|[_-])pan(?:$|[_-])",  # a card's PAN, but not "span_id" or "company"
+    re.IGNORECASE,
 )
 #: Values that look like a card token or a card number, wherever they appear in text.
 SECRET_VALUES = re.compile(r"\btok_[A-Za-z0-9_]+|\b(?:\d[ -]?){13,19}\b")
@@ -59,15 +61,11 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     for key in list(event):
         if key.startswith("_"):
             continue  # structlog's own bookkeeping (the stdlib record)
-        if SECRET_KEYS.search(key) and key not in _SAFE_KEYS:
+        if SECRET_KEYS.search(key):
             event[key] = MASK
         else:
             event[key] = _redact(event[key])
     return event
-
-
-# Our own context fields whose names happen to match SECRET_KEYS.
-_SAFE_KEYS = frozenset({"span_id", "trace_id"})
 
 
 def add_trace_and_saga(
