@@ -16,8 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from engine import InvalidSagaInput, SagaError
-from engine.store import InvalidCursor, KeyConflict
+from engine import SagaError
+from engine._errors import InvalidRequest
 
 logger = logging.getLogger("api")
 MEDIA_TYPE = "application/problem+json"
@@ -45,7 +45,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(SagaError)
     async def saga_error(request: Request, exc: SagaError) -> JSONResponse:
         extra: dict[str, Any] = {}
-        if isinstance(exc, InvalidSagaInput):
+        if isinstance(exc, InvalidRequest):
             extra["errors"] = [
                 {"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors
             ]
@@ -58,19 +58,6 @@ def install(app: FastAPI) -> None:
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "invalid_request", detail, errors=errors)
-
-    @app.exception_handler(KeyConflict)
-    async def key_conflict(request: Request, exc: KeyConflict) -> JSONResponse:
-        return problem(409, "idempotency_key_conflict", str(exc))
-
-    @app.exception_handler(InvalidCursor)
-    async def invalid_cursor(request: Request, exc: InvalidCursor) -> JSONResponse:
-        return problem(
-            422,
-            "invalid_request",
-            str(exc),
-            errors=[{"field": "query.cursor", "message": str(exc)}],
-        )
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:

@@ -42,6 +42,7 @@ from engine._errors import (
     SagaDefinitionError,
     SagaError,
     SagaNotFound,
+    StepFailed,
     TemporalUnavailable,
     UnknownSagaType,
 )
@@ -59,7 +60,6 @@ from engine._state import (
 )
 from engine._step_info import StepInfo, idempotency_key, idempotency_key_for, step_info
 from engine._worker import build_replayer, build_worker
-from engine._workflow import StepFailed
 
 __all__ = [
     "DEFAULT_TASK_QUEUE",

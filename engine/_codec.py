@@ -23,12 +23,10 @@ from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, PayloadCodec
 
+from engine._errors import EncryptionKeyError
+
 ENCODING = b"binary/encrypted"
 _NONCE_BYTES = 12
-
-
-class EncryptionKeyError(ValueError):
-    """A configured encryption key is not 32 bytes of base64."""
 
 
 def parse_keys(value: str) -> list[bytes]:

@@ -17,13 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine._client import connect
-from engine._errors import SagaError, TemporalUnavailable
+from engine._errors import EmbeddedTemporalError, TemporalUnavailable
 
 STARTUP_TIMEOUT = 30.0
-
-
-class EmbeddedTemporalError(SagaError):
-    code = "embedded_temporal"
 
 
 def temporal_binary() -> str:

@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, select
 
+from engine._errors import InvalidCursor, KeyConflict
 from engine._state import SagaState, SagaStatus, StepState
 
 T = TypeVar("T")
@@ -111,10 +112,6 @@ TABLES = [
 ]
 
 
-class KeyConflict(Exception):
-    """An idempotency key was used before with another request."""
-
-
 @dataclass(frozen=True)
 class StoredSaga:
     state: SagaState
@@ -136,10 +133,6 @@ class OperatorAction:
 class Page:
     items: list[StoredSaga]
     next_cursor: str | None
-
-
-class InvalidCursor(ValueError):
-    pass
 
 
 def default_url(data_dir: Path) -> str:

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         Step,
         StepKind,
     )
+    from engine._errors import StepFailed
     from engine._imperative import SagaRun
     from engine._logging import redact_text
     from engine._state import (
@@ -86,14 +87,6 @@ _COUNTED_STATUSES = frozenset(
 # Error types that the engine's workflow raises for the client to map back to SagaError.
 CONFLICT = "SagaConflict"
 INVALID_INPUT = "InvalidSagaInput"
-
-
-class StepFailed(Exception):
-    """A forward step failed for good; the saga must compensate."""
-
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__(f"step {step!r} failed: {message}")
-        self.step = step
 
 
 @dataclass

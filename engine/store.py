@@ -4,11 +4,10 @@ Workers keep it in step with the sagas (``build_worker(..., store=SagaStore(url)
 reads it to list and show sagas and writes idempotency keys and operator actions to it.
 """
 
+from engine._errors import InvalidCursor, KeyConflict
 from engine._projection import Projector, read_from_temporal
 from engine._store import (
     FINAL_STATUSES,
-    InvalidCursor,
-    KeyConflict,
     OperatorAction,
     Page,
     SagaStore,

@@ -13,7 +13,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from engine import SagaClient, SagaStatus, build_worker
-from engine._codec import ENCODING, EncryptionCodec, EncryptionKeyError, data_converter
+from engine._codec import ENCODING, EncryptionCodec, data_converter
+from engine._errors import EncryptionKeyError
 from engine.config import Settings
 from tests.support import ledger
 from tests.support.sagas import ALL
