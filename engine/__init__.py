@@ -24,17 +24,7 @@ Run it with ``sagas worker --module my_sagas`` and start it with ``sagas start``
 from temporalio.common import RetryPolicy
 
 from engine._client import DEFAULT_TASK_QUEUE, SagaClient, SagaSummary, connect
-from engine._definition import (
-    Approval,
-    ImperativeSaga,
-    Parallel,
-    Results,
-    Saga,
-    SagaDefinition,
-    Step,
-    StepKind,
-    activity_name,
-)
+from engine._definition import Saga, SagaDefinition
 from engine._errors import (
     InvalidSagaInput,
     SagaAlreadyExists,
@@ -46,7 +36,7 @@ from engine._errors import (
     TemporalUnavailable,
     UnknownSagaType,
 )
-from engine._imperative import SagaRun
+from engine._imperative import ImperativeSaga, SagaRun
 from engine._registry import load_modules, registered
 from engine._state import (
     Compensation,
@@ -58,6 +48,7 @@ from engine._state import (
     StepState,
     StepStatus,
 )
+from engine._step import Approval, Parallel, Results, Step, StepKind, activity_name
 from engine._step_info import StepInfo, idempotency_key, idempotency_key_for, step_info
 from engine._worker import build_replayer, build_worker
 

@@ -1,172 +1,60 @@
-"""Declarative saga definitions: ``Saga``, ``Step``, ``Parallel`` and ``Approval``.
+"""Saga definitions: what declarative and imperative sagas share, and the declarative ``Saga``.
 
 A definition is data. It is checked when it is built, so that a malformed saga fails at import
 time with a message naming the saga and the step, never halfway through a customer's booking.
+The saga workflow asks a definition to run its forward phase (``forward``) through a
+``StageRunner`` that it provides, so the workflow never needs to know which form it runs.
 """
 
 from __future__ import annotations
 
-import inspect
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-import temporalio.activity
-from pydantic import BaseModel
-from temporalio.common import RetryPolicy
+from pydantic import BaseModel, ValidationError
 
-from engine._errors import SagaDefinitionError
-
-if TYPE_CHECKING:
-    from engine._imperative import SagaRun
+from engine._diagram import mermaid
+from engine._errors import InvalidSagaInput, SagaDefinitionError
+from engine._state import StepState
+from engine._step import (
+    STEP_NAME,
+    Parallel,
+    Stage,
+    Step,
+    StepKind,
+    activity_name,
+    stage_steps,
+)
+from engine._step_info import idempotency_key_for
 
 InputT = TypeVar("InputT", bound=BaseModel)
 
-#: Outputs of the steps that have succeeded so far, by step name.
-Results = Mapping[str, Any]
-
-# Step names appear in URLs, activity ids and idempotency keys: keep them plain.
-_STEP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _SAGA_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
-DEFAULT_START_TO_CLOSE = timedelta(seconds=30)
-DEFAULT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-)
-# With these numbers a compensation that always fails gives up after about 30 s of backoff
-# (1+2+4+8+16), well inside the two minutes DESIGN.md promises for CANCEL-FAILS.
-DEFAULT_COMPENSATION_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=6,
-)
-# Forward recovery after the pivot: never give up, but do not hammer a participant.
-DEFAULT_RETRIABLE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=0,
-)
 
-
-class StepKind(StrEnum):
-    COMPENSATABLE = "compensatable"
-    PIVOT = "pivot"
-    RETRIABLE = "retriable"
-
-
-def activity_name(fn: Callable[..., Any]) -> str:
-    """The registered Temporal name of an ``@activity.defn`` function."""
-    defn = temporalio.activity._Definition.from_callable(fn)
-    if defn is None or defn.name is None:
-        raise TypeError(f"{getattr(fn, '__qualname__', fn)!r} is not an @activity.defn function")
-    return defn.name
-
-
-def _call_with_results(fn: Callable[..., Any], saga_input: BaseModel, results: Results) -> Any:
-    """Call a user callback that takes ``(input)`` or ``(input, results)``."""
-    if _arity(fn) >= 2:
-        return fn(saga_input, results)
-    return fn(saga_input)
-
-
-def _arity(fn: Callable[..., Any]) -> int:
-    params = inspect.signature(fn).parameters.values()
-    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
-
-
-@dataclass(frozen=True)
-class Approval:
-    """A human decision the step waits for before its action runs.
-
-    Rejection, or no decision within ``timeout``, fails the step and compensates the saga.
-    ``when`` (called with the saga input, or input and results) limits the wait to some sagas,
-    e.g. trips above an amount.
-    """
-
-    timeout: timedelta
-    _: KW_ONLY
-    when: Callable[..., bool] | None = None
-
-    def required(self, saga_input: BaseModel, results: Results) -> bool:
-        return self.when is None or bool(_call_with_results(self.when, saga_input, results))
-
-
-@dataclass(frozen=True)
-class Step:
-    """One action on one participant, with the compensation that undoes it.
-
-    ``action`` and ``compensate`` are ``@activity.defn`` functions. The action receives the
-    saga input, or what ``input(saga_input[, results])`` returns; the compensation receives a
-    :class:`engine.Compensation` with the action's input, its output (if any) and its
-    idempotency key.
-    """
-
-    action: Callable[..., Awaitable[Any]] | Callable[..., Any]
-    _: KW_ONLY
-    compensate: Callable[..., Awaitable[Any]] | Callable[..., Any] | None = None
-    name: str | None = None
-    input: Callable[..., Any] | None = None
-    when: Callable[..., bool] | None = None
-    pivot: bool = False
-    retriable: bool = False
-    retry: RetryPolicy | None = None
-    compensation_retry: RetryPolicy | None = None
-    start_to_close: timedelta = DEFAULT_START_TO_CLOSE
-    schedule_to_close: timedelta | None = None
-    heartbeat: timedelta | None = None
-    non_retryable: Sequence[str] = ()
-    approval: Approval | None = None
+class StageRunner(Protocol):
+    """What a definition's forward phase drives: the saga workflow's forward runner."""
 
     @property
-    def step_name(self) -> str:
-        return self.name or activity_name(self.action)
+    def saga_input(self) -> Any: ...
 
     @property
-    def kind(self) -> StepKind:
-        if self.pivot:
-            return StepKind.PIVOT
-        if self.retriable:
-            return StepKind.RETRIABLE
-        return StepKind.COMPENSATABLE
+    def results(self) -> dict[str, Any]: ...
 
     @property
-    def retry_policy(self) -> RetryPolicy:
-        if self.retry is not None:
-            return self.retry
-        return DEFAULT_RETRIABLE_RETRY if self.retriable else DEFAULT_RETRY
+    def past_pivot(self) -> bool: ...
 
-    @property
-    def compensation_retry_policy(self) -> RetryPolicy:
-        return self.compensation_retry or DEFAULT_COMPENSATION_RETRY
+    async def run_stage(self, steps: Sequence[Step]) -> list[Any]:
+        """Run one group of steps (concurrently); raise ``StepFailed`` if one failed."""
+        ...
 
-    def action_input(self, saga_input: BaseModel, results: Results) -> Any:
-        if self.input is None:
-            return saga_input
-        return _call_with_results(self.input, saga_input, results)
+    def has_step(self, name: str) -> bool: ...
 
-    def should_run(self, saga_input: BaseModel, results: Results) -> bool:
-        return self.when is None or bool(_call_with_results(self.when, saga_input, results))
-
-
-@dataclass(frozen=True)
-class Parallel:
-    """Steps that run concurrently; if one fails, the others' effects are compensated."""
-
-    steps: tuple[Step, ...] = field(default=())
-
-    def __init__(self, *steps: Step) -> None:
-        object.__setattr__(self, "steps", tuple(steps))
-
-
-Stage = Step | Parallel
+    def declares(self, fn: Callable[..., Any]) -> bool:
+        """Whether ``fn`` is one of the saga's activities (registered on the worker)."""
+        ...
 
 
 class SagaDefinition(Generic[InputT]):
@@ -198,7 +86,7 @@ class SagaDefinition(Generic[InputT]):
         self.deadline = deadline
         self.description = description
         # Running sagas keep the version they started with while newer ones roll out (see
-        # engine._registry.versions and the workflow's _pin_definition).
+        # engine._registry.versions and the workflow's pin_definition).
         self.version = version
 
     @property
@@ -206,12 +94,37 @@ class SagaDefinition(Generic[InputT]):
         """Every activity the saga may call: the worker registers them."""
         raise NotImplementedError
 
+    @property
+    def groups(self) -> tuple[tuple[Step, ...], ...]:
+        """The declared steps in groups that run together, in order (none if imperative)."""
+        return ()
+
+    @property
+    def steps(self) -> list[Step]:
+        """Every declared step, flattened in definition order."""
+        return [step for group in self.groups for step in group]
+
+    def initial_step_states(self, saga_id: str) -> list[StepState]:
+        """The declared steps' states before any has run: all pending."""
+        return [
+            StepState(
+                name=step.step_name,
+                kind=step.kind.value,
+                idempotency_key=idempotency_key_for(saga_id, step.step_name),
+            )
+            for step in self.steps
+        ]
+
+    def diagram(self) -> str:
+        """The saga as a Mermaid flowchart."""
+        return mermaid(self.name, self.groups, self.activities)
+
+    async def forward(self, runner: StageRunner) -> None:
+        """Run the forward phase through ``runner``."""
+        raise NotImplementedError
+
     def validate_input(self, data: Any) -> InputT:
         """Parse and validate raw input (dict, JSON string or model) into the input model."""
-        from pydantic import ValidationError
-
-        from engine._errors import InvalidSagaInput
-
         try:
             if isinstance(data, self.input):
                 return data
@@ -248,14 +161,11 @@ class Saga(SagaDefinition[InputT]):
         )
         self.stages: tuple[Stage, ...] = tuple(steps)
         _check_stages(name, self.stages)
+        self._groups = tuple(stage_steps(stage) for stage in self.stages)
 
     @property
-    def steps(self) -> list[Step]:
-        """Every step, flattened in definition order."""
-        out: list[Step] = []
-        for stage in self.stages:
-            out.extend(stage.steps if isinstance(stage, Parallel) else (stage,))
-        return out
+    def groups(self) -> tuple[tuple[Step, ...], ...]:
+        return self._groups
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -266,42 +176,9 @@ class Saga(SagaDefinition[InputT]):
                 fns.append(step.compensate)
         return fns
 
-
-class ImperativeSaga(SagaDefinition[InputT]):
-    """A saga written as code: ``run(saga)`` calls ``await saga.step(...)`` as it branches.
-
-    The function runs inside the Temporal workflow, so it must be deterministic (no I/O, no
-    clocks, no randomness: do those in activities). It follows the same rules as a declarative
-    saga: compensation in reverse order, pivot, cancellation, deadline, approvals.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        input: type[InputT],
-        run: Callable[[SagaRun[InputT]], Awaitable[Any]],
-        activities: Sequence[Callable[..., Any]],
-        deadline: timedelta | None = None,
-        description: str = "",
-        version: int = 1,
-    ) -> None:
-        super().__init__(
-            name, input=input, deadline=deadline, description=description, version=version
-        )
-        if not inspect.iscoroutinefunction(run):
-            raise SagaDefinitionError(f"saga {name!r}: run must be an async function")
-        for fn in activities:
-            try:
-                activity_name(fn)
-            except TypeError as exc:
-                raise SagaDefinitionError(f"saga {name!r}: {exc}") from None
-        self.run = run
-        self._activities = list(activities)
-
-    @property
-    def activities(self) -> list[Callable[..., Any]]:
-        return list(self._activities)
+    async def forward(self, runner: StageRunner) -> None:
+        for group in self.groups:
+            await runner.run_stage(group)
 
 
 def _check_stages(saga: str, stages: tuple[Stage, ...]) -> None:
@@ -311,7 +188,7 @@ def _check_stages(saga: str, stages: tuple[Stage, ...]) -> None:
     pivot_seen: str | None = None
     retriable_seen: str | None = None
     for stage in stages:
-        group = stage.steps if isinstance(stage, Parallel) else (stage,)
+        group = stage_steps(stage)
         if isinstance(stage, Parallel):
             if not stage.steps:
                 raise SagaDefinitionError(f"saga {saga!r}: a Parallel group has no steps")
@@ -332,7 +209,7 @@ def _check_stages(saga: str, stages: tuple[Stage, ...]) -> None:
         for step in group:
             name = _name(saga, step)
             where = f"saga {saga!r}, step {name!r}"
-            if not _STEP_NAME.match(name):
+            if not STEP_NAME.match(name):
                 raise SagaDefinitionError(
                     f"{where}: a step name must be 1-100 letters, digits, '_', '.' or '-'"
                 )

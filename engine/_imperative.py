@@ -10,22 +10,23 @@
                             activities=[flights.reserve, flights.cancel, ...])
 
 Each ``saga.step`` call registers the step's compensation as it succeeds; the saga workflow
-then applies exactly the rules of the declarative form.
+then applies exactly the rules of the declarative form. ``SagaRun`` drives the workflow's
+forward runner through the ``StageRunner`` protocol, so this module never imports it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from temporalio.common import RetryPolicy
 
-from engine._definition import DEFAULT_START_TO_CLOSE, Approval, Step, StepKind, activity_name
-
-if TYPE_CHECKING:
-    from engine._workflow import SagaWorkflow
+from engine._definition import SagaDefinition, StageRunner
+from engine._errors import SagaDefinitionError
+from engine._step import DEFAULT_START_TO_CLOSE, Approval, Step, StepKind, activity_name
 
 InputT = TypeVar("InputT", bound=BaseModel)
 
@@ -35,19 +36,19 @@ _NO_ARG: Any = object()
 class SagaRun(Generic[InputT]):
     """Handle given to an imperative saga's ``run`` function."""
 
-    def __init__(self, workflow: SagaWorkflow) -> None:
-        self._workflow = workflow
+    def __init__(self, runner: StageRunner) -> None:
+        self._runner = runner
         self._point_of_no_return: str | None = None
 
     @property
     def input(self) -> InputT:
-        value: InputT = self._workflow.saga_input
+        value: InputT = self._runner.saga_input
         return value
 
     @property
     def results(self) -> Mapping[str, Any]:
         """Outputs of the steps that have succeeded so far, by step name."""
-        return dict(self._workflow.results)
+        return dict(self._runner.results)
 
     async def step(
         self,
@@ -72,7 +73,7 @@ class SagaRun(Generic[InputT]):
         the saga compensates; catching it to try another branch is allowed.
         """
         for fn in (action, compensate):
-            if fn is not None and not self._workflow.declares(fn):
+            if fn is not None and not self._runner.declares(fn):
                 # Not registered on the worker, its task would wait in the queue for ever.
                 raise RuntimeError(
                     f"activity {activity_name(fn)!r} is not in this saga's activities=[...]"
@@ -104,12 +105,52 @@ class SagaRun(Generic[InputT]):
         )
         if pivot or retriable:
             self._point_of_no_return = self._point_of_no_return or step_name
-        (output,) = await self._workflow.run_stage([step])
+        (output,) = await self._runner.run_stage([step])
         return output
 
     def _unique_name(self, base: str) -> str:
         name, n = base, 1
-        while self._workflow.has_step(name):
+        while self._runner.has_step(name):
             n += 1
             name = f"{base}.{n}"
         return name
+
+
+class ImperativeSaga(SagaDefinition[InputT]):
+    """A saga written as code: ``run(saga)`` calls ``await saga.step(...)`` as it branches.
+
+    The function runs inside the Temporal workflow, so it must be deterministic (no I/O, no
+    clocks, no randomness: do those in activities). It follows the same rules as a declarative
+    saga: compensation in reverse order, pivot, cancellation, deadline, approvals.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        input: type[InputT],
+        run: Callable[[SagaRun[InputT]], Awaitable[Any]],
+        activities: Sequence[Callable[..., Any]],
+        deadline: timedelta | None = None,
+        description: str = "",
+        version: int = 1,
+    ) -> None:
+        super().__init__(
+            name, input=input, deadline=deadline, description=description, version=version
+        )
+        if not inspect.iscoroutinefunction(run):
+            raise SagaDefinitionError(f"saga {name!r}: run must be an async function")
+        for fn in activities:
+            try:
+                activity_name(fn)
+            except TypeError as exc:
+                raise SagaDefinitionError(f"saga {name!r}: {exc}") from None
+        self.run = run
+        self._activities = list(activities)
+
+    @property
+    def activities(self) -> list[Callable[..., Any]]:
+        return list(self._activities)
+
+    async def forward(self, runner: StageRunner) -> None:
+        await self.run(SagaRun(runner))

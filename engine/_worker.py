@@ -13,9 +13,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from engine import _registry
 from engine._codec import data_converter
-from engine._definition import SagaDefinition, activity_name
+from engine._definition import SagaDefinition
 from engine._errors import SagaDefinitionError
 from engine._projection import Projector
+from engine._step import activity_name
 from engine._store import SagaStore
 from engine._workflow import SagaWorkflow
 

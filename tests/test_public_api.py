@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 import engine
+from engine._attempts import backoff
 from engine._step_info import activity_id_for, idempotency_key_for
-from engine._workflow import _backoff
 
 EXPORTED = {
     "DEFAULT_TASK_QUEUE", "Approval", "Compensation", "CompensationState", "CompensationStatus",
@@ -58,7 +58,7 @@ class TestRetryArithmetic:
             backoff_coefficient=2,
             maximum_interval=timedelta(seconds=5),
         )
-        assert [_backoff(policy, n).total_seconds() for n in range(1, 6)] == [1, 2, 4, 5, 5]
+        assert [backoff(policy, n).total_seconds() for n in range(1, 6)] == [1, 2, 4, 5, 5]
 
 
 class TestStepIdentity:

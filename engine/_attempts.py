@@ -1,0 +1,159 @@
+"""The attempt loop: one Temporal activity per attempt, retries and backoff owned by the saga.
+
+Temporal could retry an activity by itself, but then the saga could not show how many
+attempts a step has taken and its last error while it is still being retried, and an
+operator's retry of a compensation that gave up could not start a fresh budget. So every
+attempt is its own activity (``{step}/{phase}/{attempt}``, at most one try), and this loop
+applies the step's retry policy:
+
+* a business refusal (a non-retryable ``ApplicationError``, or an error type the policy or
+  the step names) ends the loop at once where the caller says refusals are final;
+* ``maximum_attempts`` (0: no limit) and the schedule-to-close budget end it otherwise;
+* between attempts the loop sleeps on a durable timer, with capped exponential backoff.
+
+The pure parts (``backoff``, ``gives_up``, ``is_refusal``) need no workflow and are unit
+tested on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from opentelemetry.trace import Span
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    TimeoutError,
+    is_cancelled_exception,
+)
+
+from engine._logging import redact_text
+from engine._state import CompensationState, StepState
+from engine._step import Step
+from engine._step_info import activity_id_for
+from engine._tracing import record_failed_attempt
+
+# One attempt per activity: the loop below decides about the next one.
+_ONE_TRY = RetryPolicy(maximum_attempts=1)
+
+
+class GaveUp(Exception):
+    """The loop stopped trying; ``business_refusal`` says nothing took effect."""
+
+    def __init__(self, message: str, *, business_refusal: bool) -> None:
+        super().__init__(message)
+        self.business_refusal = business_refusal
+
+
+async def run_attempts(
+    fn: Callable[..., Any],
+    arg: Any,
+    *,
+    step: Step,
+    phase: str,
+    policy: RetryPolicy,
+    counter: StepState | CompensationState,
+    give_up_on_refusal: bool,
+    span: Span,
+    on_change: Callable[[], None],
+    budget: timedelta | None = None,
+) -> Any:
+    """Run ``fn(arg)`` until it succeeds or ``policy`` says stop; raise ``GaveUp`` then.
+
+    ``counter`` records the attempts and the last error (the state the API shows);
+    ``on_change`` is called whenever it changes. ``budget`` is the schedule-to-close timeout:
+    the time all attempts together may take. A cancelled attempt raises ``CancelledError``.
+    """
+    budget_end = workflow.now() + budget if budget else None
+    tried = 0
+    while True:
+        start_to_close = step.start_to_close
+        if budget_end is not None:
+            left = budget_end - workflow.now()
+            if left <= timedelta(0):
+                raise GaveUp(
+                    f"schedule-to-close timeout after {tried} attempts: {counter.error}",
+                    business_refusal=False,
+                )
+            start_to_close = min(start_to_close, left)
+        counter.attempts += 1
+        tried += 1
+        on_change()
+        try:
+            return await workflow.execute_activity(
+                fn,
+                arg,
+                activity_id=activity_id_for(step.step_name, phase, counter.attempts),
+                start_to_close_timeout=start_to_close,
+                heartbeat_timeout=step.heartbeat,
+                retry_policy=_ONE_TRY,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise asyncio.CancelledError() from None
+            counter.error = describe(exc)
+            refusal = is_refusal(
+                exc, [*(policy.non_retryable_error_types or ()), *step.non_retryable]
+            )
+            workflow.logger.info(
+                "attempt failed",
+                extra={"step": step.step_name, "phase": phase, "attempt": counter.attempts},
+            )
+            reason = gives_up(
+                policy, tried=tried, refusal=refusal, give_up_on_refusal=give_up_on_refusal
+            )
+            record_failed_attempt(
+                span, attempt=counter.attempts, error=counter.error, retrying=reason is None
+            )
+            if reason is not None:
+                message = counter.error if reason == "" else f"{reason}: {counter.error}"
+                raise GaveUp(message, business_refusal=reason == "") from None
+            on_change()
+            await workflow.sleep(backoff(policy, tried))
+
+
+def gives_up(
+    policy: RetryPolicy, *, tried: int, refusal: bool, give_up_on_refusal: bool
+) -> str | None:
+    """Whether to stop after a failed attempt: None to go on, else why ("" for a refusal)."""
+    if refusal and give_up_on_refusal:
+        return ""
+    if policy.maximum_attempts and tried >= policy.maximum_attempts:
+        return f"gave up after {tried} attempts"
+    return None
+
+
+def backoff(policy: RetryPolicy, attempts_done: int) -> timedelta:
+    """The wait before the next attempt: exponential from the initial interval, capped."""
+    seconds = policy.initial_interval.total_seconds() * (
+        policy.backoff_coefficient ** (attempts_done - 1)
+    )
+    if policy.maximum_interval is not None:
+        seconds = min(seconds, policy.maximum_interval.total_seconds())
+    return timedelta(seconds=seconds)
+
+
+def is_refusal(exc: ActivityError, non_retryable_types: Sequence[str]) -> bool:
+    """A business refusal: the participant said no, so retrying cannot help."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        return cause.non_retryable or (cause.type or "") in non_retryable_types
+    return False
+
+
+def describe(exc: ActivityError) -> str:
+    """The attempt's error as the saga records it: shown by the API, in spans and logs, so
+    card tokens and numbers that a participant echoed are masked first."""
+    cause = exc.cause
+    if isinstance(cause, TimeoutError):
+        return f"timed out ({cause.type.name.lower() if cause.type else 'timeout'})"
+    if isinstance(cause, ApplicationError):
+        kind = f"{cause.type}: " if cause.type else ""
+        return redact_text(f"{kind}{cause.message}")
+    return redact_text(str(cause or exc))

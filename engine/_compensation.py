@@ -1,0 +1,160 @@
+"""The undo log and the compensation runner.
+
+The forward runner writes to the undo log: every step whose action was *called* (it may have
+taken effect even if its answer was lost), grouped by the stage it ran in. When the saga must
+go back, the compensation runner undoes the log in reverse order of the stages' start; the
+steps of one parallel stage are compensated concurrently. A business refusal leaves nothing
+to undo; an unknown outcome (timed out, cancelled mid-call) is undone like a success, which is
+why compensations must be idempotent and succeed when there is nothing to undo.
+
+A compensation that keeps failing does not block the earlier ones: every other effect is
+undone, and the saga waits in ``compensation_failed`` with exactly the failed steps left for
+an operator, who may retry them (a fresh budget of attempts) or resolve them by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext
+from temporalio import workflow
+
+from engine._attempts import GaveUp, run_attempts
+from engine._record import SagaRecord
+from engine._state import (
+    Compensation,
+    CompensationState,
+    CompensationStatus,
+    SagaStatus,
+    StepState,
+    StepStatus,
+)
+from engine._step import Step
+from engine._step_info import COMPENSATION
+from engine._tracing import saga_span, set_outcome
+
+
+@dataclass
+class Entry:
+    """A step whose action was called, with what its compensation needs."""
+
+    step: Step
+    arg: Any
+    state: StepState
+    output: Any = None
+    definitely_failed: bool = False  # a business refusal: nothing took effect, nothing to undo
+    span_context: SpanContext = INVALID_SPAN_CONTEXT  # of the step's span, for the undo's link
+
+    @property
+    def needs_compensation(self) -> bool:
+        return self.step.compensate is not None and not self.definitely_failed
+
+
+@dataclass
+class UndoLog:
+    """The steps called so far, by stage, in the order the stages started."""
+
+    stages: list[list[Entry]] = field(default_factory=list)
+
+    def open_stage(self) -> list[Entry]:
+        stage: list[Entry] = []
+        self.stages.append(stage)
+        return stage
+
+    def stages_to_undo(self) -> Iterator[list[Entry]]:
+        """The stages newest first, each with only the entries that need compensating."""
+        for stage in reversed(self.stages):
+            yield [entry for entry in stage if entry.needs_compensation]
+
+    def to_undo(self) -> list[Entry]:
+        return [entry for stage in self.stages_to_undo() for entry in stage]
+
+
+class CompensationRunner:
+    """Undoes the log, and waits for an operator while any compensation stays failed."""
+
+    def __init__(self, record: SagaRecord, log: UndoLog) -> None:
+        self._record = record
+        self._log = log
+        self.retry_requested = False
+
+    async def settle(self) -> None:
+        """Compensate everything in the log; return once the saga is compensated (or failed)."""
+        record = self._record
+        to_undo = self._log.to_undo()
+        if not to_undo:
+            record.set_phase(SagaStatus.FAILED)
+            return
+        record.set_phase(SagaStatus.COMPENSATING)
+        for stage in self._log.stages_to_undo():
+            await asyncio.gather(*(self._compensate(entry) for entry in stage))
+        while failed := _failed(to_undo):
+            record.set_phase(SagaStatus.COMPENSATION_FAILED)
+            workflow.logger.warning(
+                "compensation failed; waiting for an operator",
+                extra={"steps": [entry.state.name for entry in failed]},
+            )
+            await workflow.wait_condition(lambda: self.retry_requested or not _failed(to_undo))
+            if self.retry_requested:
+                self.retry_requested = False
+                record.set_phase(SagaStatus.COMPENSATING)
+                await asyncio.gather(*(self._compensate(entry) for entry in _failed(to_undo)))
+        record.set_phase(SagaStatus.COMPENSATED)
+
+    async def _compensate(self, entry: Entry) -> None:
+        record, step, state = self._record, entry.step, entry.state
+        assert step.compensate is not None
+        comp = state.compensation or CompensationState()
+        state.compensation = comp
+        comp.status = CompensationStatus.RUNNING
+        comp.started_at = workflow.now()
+        comp.ended_at = None
+        record.set_step(state, StepStatus.COMPENSATING)
+        undo: Compensation[Any, Any] = Compensation(
+            saga_id=record.saga_id,
+            step=state.name,
+            idempotency_key=state.idempotency_key,
+            input=entry.arg,
+            output=entry.output,
+        )
+        # Linked to the step it undoes: in another part of the trace, often much later.
+        with saga_span(
+            saga_type=record.saga_type,
+            saga_id=record.saga_id,
+            step=state.name,
+            phase=COMPENSATION,
+            links=[entry.span_context],
+        ) as span:
+            try:
+                await run_attempts(
+                    step.compensate,
+                    undo,
+                    step=step,
+                    phase=COMPENSATION,
+                    policy=step.compensation_retry_policy,
+                    counter=comp,
+                    give_up_on_refusal=True,
+                    span=span,
+                    on_change=record.changed,
+                )
+            except GaveUp as exc:
+                comp.status = CompensationStatus.FAILED
+                comp.error = str(exc)
+                comp.ended_at = workflow.now()
+                record.set_step(state, StepStatus.COMPENSATION_FAILED)
+                set_outcome(span, "compensation_failed", attempts=comp.attempts, error=str(exc))
+                record.measure(state.name, COMPENSATION, "compensation_failed", comp.started_at)
+                return
+            set_outcome(span, "compensated", attempts=comp.attempts)
+            record.measure(state.name, COMPENSATION, "compensated", comp.started_at)
+        comp.status = CompensationStatus.SUCCEEDED
+        comp.error = None
+        comp.ended_at = workflow.now()
+        record.set_step(state, StepStatus.COMPENSATED)
+
+
+def _failed(entries: list[Entry]) -> list[Entry]:
+    return [e for e in entries if e.state.status is StepStatus.COMPENSATION_FAILED]

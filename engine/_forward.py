@@ -1,0 +1,147 @@
+"""The forward runner: runs a saga's steps, stage by stage, writing the undo log as it goes.
+
+It is the ``StageRunner`` that a definition's ``forward`` drives (a declarative saga stage by
+stage, an imperative one through ``SagaRun``). For each step: skip it when its ``when`` says
+so, wait for a person's decision when it asks for one, then run its attempts in a span of its
+own. A step that fails for good raises ``StepFailed``; its running siblings in a parallel
+stage finish first, and whatever they did is compensated with the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from temporalio import workflow
+
+from engine._attempts import GaveUp, run_attempts
+from engine._compensation import Entry, UndoLog
+from engine._definition import SagaDefinition
+from engine._errors import StepFailed
+from engine._record import SagaRecord
+from engine._state import Decision, StepState, StepStatus
+from engine._step import Step, StepKind
+from engine._step_info import FORWARD
+from engine._tracing import saga_span, set_outcome
+
+
+class ForwardRunner:
+    """Runs stages of steps for one saga (implements ``engine._definition.StageRunner``)."""
+
+    def __init__(self, definition: SagaDefinition[Any], record: SagaRecord, log: UndoLog) -> None:
+        self._definition = definition
+        self._record = record
+        self._log = log
+        self.decisions: dict[str, Decision] = {}
+
+    # StageRunner: what SagaRun (the imperative form) reads.
+    @property
+    def saga_input(self) -> Any:
+        return self._record.input
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return self._record.results
+
+    @property
+    def past_pivot(self) -> bool:
+        return self._record.pivot_started
+
+    def has_step(self, name: str) -> bool:
+        return name in self._record.steps
+
+    def declares(self, fn: Callable[..., Any]) -> bool:
+        return any(fn is known for known in self._definition.activities)
+
+    async def run_stage(self, steps: Sequence[Step]) -> list[Any]:
+        """Run one stage (a step or a parallel group); raise StepFailed if any step failed.
+
+        A failed step does not cancel its running siblings: they finish, and whatever they did
+        is compensated with the rest. The caller's cancellation does cancel them.
+        """
+        stage = self._log.open_stage()
+        tasks = [asyncio.create_task(self._run_step(step, stage)) for step in steps]
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return list(outcomes)
+
+    async def _run_step(self, step: Step, stage: list[Entry]) -> Any:
+        record, name = self._record, step.step_name
+        state = record.step_state(step)
+        if not step.should_run(record.input, record.results):
+            record.set_step(state, StepStatus.SKIPPED)
+            return None
+        if step.approval is not None and step.approval.required(record.input, record.results):
+            await self._wait_for_approval(step, state)
+        arg = step.action_input(record.input, record.results)
+        if step.pivot:
+            record.pivot_started = True
+        entry = Entry(step=step, arg=arg, state=state)
+        stage.append(entry)
+        state.started_at = workflow.now()
+        record.set_step(state, StepStatus.RUNNING)
+        with saga_span(
+            saga_type=record.saga_type, saga_id=record.saga_id, step=name, phase=FORWARD
+        ) as span:
+            entry.span_context = span.get_span_context()
+            try:
+                output = await run_attempts(
+                    step.action,
+                    arg,
+                    step=step,
+                    phase=FORWARD,
+                    policy=step.retry_policy,
+                    counter=state,
+                    budget=step.schedule_to_close,
+                    give_up_on_refusal=step.kind is not StepKind.RETRIABLE,
+                    span=span,
+                    on_change=record.changed,
+                )
+            except GaveUp as exc:
+                entry.definitely_failed = exc.business_refusal
+                record.end_step(state, StepStatus.FAILED, error=str(exc))
+                set_outcome(span, "failed", attempts=state.attempts, error=str(exc))
+                record.measure(name, FORWARD, "failed", state.started_at)
+                raise StepFailed(name, str(exc)) from None
+            except asyncio.CancelledError:
+                # Outcome unknown: the activity may have acted before it saw the cancellation.
+                record.end_step(state, StepStatus.FAILED, error="cancelled while running")
+                set_outcome(span, "cancelled", attempts=state.attempts, error="cancelled")
+                raise
+            set_outcome(span, "succeeded", attempts=state.attempts)
+            record.measure(name, FORWARD, "succeeded", state.started_at)
+        entry.output = output
+        state.output = output
+        record.results[name] = output
+        if step.pivot:
+            record.past_pivot = True
+        record.end_step(state, StepStatus.SUCCEEDED, error=None)
+        return output
+
+    async def _wait_for_approval(self, step: Step, state: StepState) -> None:
+        assert step.approval is not None
+        record, name = self._record, step.step_name
+        record.wait_for_decision(name)
+        try:
+            await workflow.wait_condition(
+                lambda: name in self.decisions, timeout=step.approval.timeout
+            )
+        except builtins.TimeoutError:
+            record.end_step(state, StepStatus.FAILED, error="approval timed out")
+            raise StepFailed(name, "approval timed out") from None
+        except asyncio.CancelledError:
+            record.end_step(state, StepStatus.FAILED, error="cancelled while awaiting approval")
+            raise
+        finally:
+            record.stop_waiting(name)
+        decision = self.decisions[name]
+        state.approval = decision
+        if not decision.approved:
+            who = f" by {decision.by}" if decision.by else ""
+            why = f": {decision.comment}" if decision.comment else ""
+            record.end_step(state, StepStatus.FAILED, error=f"rejected{who}{why}")
+            raise StepFailed(name, f"rejected{who}{why}")

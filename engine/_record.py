@@ -1,0 +1,158 @@
+"""The saga record: a saga's state as the world sees it, and where it is published.
+
+Every change goes through the record's methods, which publish it:
+
+* the saga status to the workflow memo, so listings (``sagas list``, the Temporal UI) show it
+  without a query;
+* the outcome metrics (``sagas_ended``), once per status that counts;
+* a snapshot to the saga store's projection, at most one per workflow activation (a burst
+  of changes is one snapshot), and none on replay: a replayed change was published when it
+  first happened.
+
+It runs inside the saga workflow (it reads the workflow clock and info).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+
+from engine import _metrics, _projection
+from engine._state import CancelRequest, SagaState, SagaStatus, StepState, StepStatus
+from engine._step import Step
+from engine._step_info import idempotency_key_for
+
+# Statuses counted by the sagas_ended metric: the final ones, and compensation_failed (the
+# saga stays open, but an operator must act).
+COUNTED_STATUSES = frozenset(
+    {
+        SagaStatus.COMPLETED,
+        SagaStatus.COMPENSATED,
+        SagaStatus.FAILED,
+        SagaStatus.COMPENSATION_FAILED,
+    }
+)
+
+
+class SagaRecord:
+    """The state of one saga: its phase, steps, results, and what it waits for."""
+
+    def __init__(self) -> None:
+        # Built in the workflow's __init__, so that handlers can always read it.
+        info = workflow.info()
+        self.saga_id = info.workflow_id
+        self.saga_type = info.workflow_type
+        self.input: Any = None
+        self.steps: dict[str, StepState] = {}
+        self.results: dict[str, Any] = {}
+        self.phase = SagaStatus.RUNNING
+        self.error: str | None = None
+        self.cancel: CancelRequest | None = None
+        self.awaiting: list[str] = []
+        self.pivot_started = False  # the pivot's action has been called: no way back
+        self.past_pivot = False  # the pivot succeeded
+        self.started_at: datetime = workflow.now()
+        self.updated_at: datetime = self.started_at
+        self._listed_status: SagaStatus | None = None
+        self._publish_scheduled = False
+
+    # ------------------------------------------------------------ changes
+
+    def changed(self) -> None:
+        """Note a change: stamp it, publish the status if it moved, schedule a snapshot."""
+        self.updated_at = workflow.now()
+        status = self.status
+        if status is not self._listed_status:
+            self._listed_status = status
+            workflow.upsert_memo({"saga_status": status.value})
+            if status in COUNTED_STATUSES:
+                _metrics.saga_status(self.saga_type, status.value)
+        self.publish_soon()
+
+    def set_phase(self, phase: SagaStatus) -> None:
+        self.phase = phase
+        self.changed()
+
+    def add_step(self, step: Step) -> StepState:
+        name = step.step_name
+        state = StepState(
+            name=name,
+            kind=step.kind.value,
+            idempotency_key=idempotency_key_for(self.saga_id, name),
+        )
+        self.steps[name] = state
+        return state
+
+    def step_state(self, step: Step) -> StepState:
+        """The step's state, added when an imperative saga reaches a new step."""
+        return self.steps.get(step.step_name) or self.add_step(step)
+
+    def set_step(self, state: StepState, status: StepStatus) -> None:
+        state.status = status
+        self.changed()
+
+    def end_step(self, state: StepState, status: StepStatus, *, error: str | None) -> None:
+        state.error = error
+        state.ended_at = workflow.now()
+        self.set_step(state, status)
+
+    def wait_for_decision(self, step: str) -> None:
+        self.awaiting.append(step)
+        self.changed()
+
+    def stop_waiting(self, step: str) -> None:
+        self.awaiting.remove(step)
+        self.changed()
+
+    def measure(self, step: str, phase: str, outcome: str, since: datetime | None) -> None:
+        """Record how long a step (or compensation) took from its first attempt."""
+        took = workflow.now() - since if since else timedelta(0)
+        _metrics.step_duration(self.saga_type, step, phase, outcome, took)
+
+    # ------------------------------------------------------------ reading
+
+    @property
+    def status(self) -> SagaStatus:
+        if self.phase is SagaStatus.RUNNING and self.awaiting:
+            return SagaStatus.AWAITING_APPROVAL
+        return self.phase
+
+    def snapshot(self) -> SagaState:
+        status = self.status
+        return SagaState(
+            id=self.saga_id,
+            type=self.saga_type,
+            status=status,
+            input=self.input,
+            result=dict(self.results) if status is SagaStatus.COMPLETED else None,
+            error=self.error,
+            steps=list(self.steps.values()),
+            cancel_reason=self.cancel.reason if self.cancel else None,
+            awaiting_approval=list(self.awaiting),
+            past_pivot=self.past_pivot,
+            started_at=self.started_at,
+            updated_at=self.updated_at,
+        )
+
+    # --------------------------------------------------------- publication
+
+    def publish_now(self) -> None:
+        """Publish a pending snapshot at once (the final state, before the workflow ends)."""
+        self._publish()
+
+    def publish_soon(self) -> None:
+        """Publish a snapshot at the end of this activation (never on replay)."""
+        if not self._publish_scheduled and not workflow.unsafe.is_replaying():
+            self._publish_scheduled = True
+            asyncio.get_running_loop().call_soon(self._publish)
+
+    def _publish(self) -> None:
+        if not self._publish_scheduled:
+            return
+        self._publish_scheduled = False
+        info = workflow.info()
+        snapshot = self.snapshot().model_dump(mode="json")
+        _projection.publish(info.task_queue, snapshot, info.get_current_history_length())
