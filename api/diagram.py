@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import Parallel, Saga, SagaDefinition, StepKind, activity_name
+from engine import Parallel, Saga, SagaDefinition, StepKind
+from engine.worker import activity_name
 
 
 def mermaid(definition: SagaDefinition[Any]) -> str:

@@ -23,7 +23,7 @@ from api.metrics import ApiMetrics
 from api.models import Problem
 from api.routes import health, saga_types, sagas
 from api.runtime import Runtime
-from engine import SagaClient, connect, load_modules
+from engine import SagaClient, connect
 from engine.config import Settings
 from engine.store import SagaStore
 from engine.telemetry import (
@@ -33,6 +33,7 @@ from engine.telemetry import (
     temporal_runtime,
     trace_engine,
 )
+from engine.worker import load_modules
 
 
 class UnsafeSettings(ValueError):

@@ -12,18 +12,10 @@ from fastapi import Depends, Request
 from api.auth import require_key
 from api.metrics import ApiMetrics
 from api.models import CompensationPublic, OperatorActionPublic, SagaPublic, StepPublic
-from engine import (
-    Saga,
-    SagaClient,
-    SagaDefinition,
-    SagaNotFound,
-    SagaState,
-    StepState,
-    idempotency_key_for,
-    registered,
-)
+from engine import Saga, SagaClient, SagaDefinition, SagaNotFound, SagaState, StepState
 from engine.config import Settings
 from engine.store import OperatorAction, SagaStore, StoredSaga, read_from_temporal
+from engine.worker import idempotency_key_for, registered
 
 
 @dataclass

@@ -35,7 +35,8 @@ import httpx
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from engine import SagaClient, load_modules
+from engine import SagaClient
+from engine.worker import load_modules
 from tests.support.processes import ROOT, SAGAS, free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -29,7 +29,8 @@ from temporalio.client import Client
 
 from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, wait_ready
 from bench.sagas import Trip
-from engine import SagaClient, load_modules
+from engine import SagaClient
+from engine.worker import load_modules
 from tests.support.processes import ROOT
 
 MODES = ("handwritten", "engine", "engine+store")

@@ -23,7 +23,8 @@ from typing import Any
 from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, wait_ready
 from bench.baseline import start_handwritten
 from bench.sagas import Trip
-from engine import SagaClient, SagaStatus, load_modules
+from engine import SagaClient, SagaStatus
+from engine.worker import load_modules
 
 
 def rss_mib(pid: int) -> float:

@@ -33,7 +33,8 @@ from bench.api_start import (
     start_dev_server,
     wait_ready,
 )
-from engine import SagaClient, load_modules
+from engine import SagaClient
+from engine.worker import load_modules
 
 MODES = {
     "off": {},

@@ -17,8 +17,15 @@ Define a saga as steps, each an activity with the activity that undoes it::
         ],
     )
 
-Run it with ``sagas worker --module my_sagas`` and start it with ``sagas start`` or
-:class:`SagaClient`. Everything not listed in ``__all__`` is private.
+Run it with ``sagas worker --module my_sagas`` (or :mod:`engine.worker` from Python) and start
+it with ``sagas start`` or :class:`SagaClient`. The tiers, as in temporalio:
+
+* ``engine``: writing and calling sagas (this module);
+* ``engine.worker``: running them (``build_worker``, ``build_replayer``, ``load_modules``);
+* ``engine.store``, ``engine.telemetry``, ``engine.config``: the saga store, traces, logs and
+  metrics, and settings, for the processes that serve them.
+
+Everything not listed in an ``__all__`` is private.
 """
 
 from temporalio.common import RetryPolicy
@@ -37,7 +44,6 @@ from engine._errors import (
     UnknownSagaType,
 )
 from engine._imperative import ImperativeSaga, SagaRun
-from engine._registry import load_modules, registered
 from engine._state import (
     Compensation,
     CompensationState,
@@ -48,9 +54,8 @@ from engine._state import (
     StepState,
     StepStatus,
 )
-from engine._step import Approval, Parallel, Results, Step, StepKind, activity_name
-from engine._step_info import StepInfo, idempotency_key, idempotency_key_for, step_info
-from engine._worker import build_replayer, build_worker
+from engine._step import Approval, Parallel, Results, Step, StepKind
+from engine._step_info import StepInfo, idempotency_key, step_info
 
 __all__ = [
     "DEFAULT_TASK_QUEUE",
@@ -84,13 +89,7 @@ __all__ = [
     "StepStatus",
     "TemporalUnavailable",
     "UnknownSagaType",
-    "activity_name",
-    "build_replayer",
-    "build_worker",
     "connect",
     "idempotency_key",
-    "idempotency_key_for",
-    "load_modules",
-    "registered",
     "step_info",
 ]

@@ -26,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from engine import _registry
 from engine._codec import data_converter
 from engine._errors import (
+    CONFLICT,
     InvalidSagaInput,
     SagaAlreadyExists,
     SagaConflict,
@@ -40,7 +41,6 @@ from engine._state import (
     SagaStatus,
 )
 from engine._tracing import tracing_enabled
-from engine._workflow import CONFLICT
 
 DEFAULT_TASK_QUEUE = "sagas"
 # Saga ids appear in URLs and prefix every idempotency key.

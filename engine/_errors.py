@@ -125,3 +125,8 @@ class EncryptionKeyError(SagaError, ValueError):
     """
 
     code = "encryption_key"
+
+
+# The types of the ApplicationErrors that the saga workflow raises, which the client maps back.
+CONFLICT = SagaConflict.__name__
+INVALID_INPUT = InvalidSagaInput.__name__

@@ -19,17 +19,19 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
-from sqlalchemy import Engine, event
 from temporalio.contrib.opentelemetry import ReplaySafeTracerProvider as TracerProvider
 from temporalio.contrib.opentelemetry import create_tracer_provider
 
 from engine._step_info import COMPENSATION
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 _providers: dict[str, TracerProvider] = {}
 
@@ -112,6 +114,8 @@ def trace_engine(engine: Engine, tracer_provider: TracerProvider) -> None:
         if span is not None:
             span.set_status(Status(StatusCode.ERROR, type(context.original_exception).__name__))
             span.end()
+
+    from sqlalchemy import event  # here: writing a saga must not load SQLAlchemy
 
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)

@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from engine import _metrics, _registry
     from engine._compensation import CompensationRunner, UndoLog
     from engine._definition import SagaDefinition
-    from engine._errors import StepFailed
+    from engine._errors import CONFLICT, INVALID_INPUT, StepFailed
     from engine._forward import ForwardRunner
     from engine._record import SagaRecord
     from engine._state import (
@@ -49,10 +49,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 T = TypeVar("T")
-
-# Error types that the engine's workflow raises for the client to map back to SagaError.
-CONFLICT = "SagaConflict"
-INVALID_INPUT = "InvalidSagaInput"
 
 
 @workflow.defn(dynamic=True)

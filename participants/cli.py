@@ -15,10 +15,11 @@ import httpx
 import typer
 import uvicorn
 
-from engine import SagaClient, connect, load_modules
+from engine import SagaClient, connect
 from engine.cli import CliError, errors_as_messages, fail, run, until_stopped
 from engine.config import Settings, get_settings
 from engine.telemetry import flush_tracing
+from engine.worker import load_modules
 from participants.app import create_app
 from participants.checker import CHECKED
 from participants.checker import check as check_sagas

@@ -12,7 +12,8 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from engine import SagaClient, build_worker
+from engine import SagaClient
+from engine.worker import build_worker
 from tests.support import ledger
 from tests.support.sagas import ALL
 

@@ -20,9 +20,9 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import UnsafeSettings, create_app
-from engine import build_worker
 from engine.config import Settings
 from engine.store import SagaStore
+from engine.worker import build_worker
 from tests.support import ledger
 from tests.support.ledger import ALWAYS
 from tests.support.postgres import create_database

@@ -21,7 +21,8 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from engine import InvalidSagaInput, SagaClient, SagaState, SagaStatus, StepStatus, load_modules
+from engine import InvalidSagaInput, SagaClient, SagaState, SagaStatus, StepStatus
+from engine.worker import load_modules
 from participants.checker import check, records_of
 from tests.support.processes import ROOT, Background, free_port, sagas
 from workflows.order_fulfillment import OrderRequest

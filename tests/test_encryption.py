@@ -12,10 +12,11 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from engine import SagaClient, SagaStatus, build_worker
+from engine import SagaClient, SagaStatus
 from engine._codec import ENCODING, EncryptionCodec, data_converter
 from engine._errors import EncryptionKeyError
 from engine.config import Settings
+from engine.worker import build_worker
 from tests.support import ledger
 from tests.support.sagas import ALL
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from engine import SagaClient, SagaStatus, StepStatus, build_worker
+from engine import SagaClient, SagaStatus, StepStatus
+from engine.worker import build_worker
 from examples.money_transfer import money_transfer
 from examples.order_imperative import gift_order
 

@@ -21,8 +21,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from engine import RetryPolicy, Saga, SagaClient, SagaStatus, Step, build_worker, step_info
+from engine import RetryPolicy, Saga, SagaClient, SagaStatus, Step, step_info
 from engine.telemetry import configure_logging
+from engine.worker import build_worker
 
 
 @pytest.fixture

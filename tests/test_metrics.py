@@ -14,8 +14,9 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.testing import WorkflowEnvironment
 
-from engine import SagaClient, SagaStatus, build_worker, connect
+from engine import SagaClient, SagaStatus, connect
 from engine.telemetry import exporting_metrics, temporal_runtime
+from engine.worker import build_worker
 from tests.support import ledger
 from tests.support.processes import Background, free_port
 from tests.support.sagas import ALL

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -16,9 +18,13 @@ EXPORTED = {
     "Saga", "SagaAlreadyExists", "SagaClient", "SagaConflict", "SagaDefinition",
     "SagaDefinitionError", "SagaError", "SagaNotFound", "SagaRun", "SagaState", "SagaStatus",
     "SagaSummary", "Step", "StepFailed", "StepInfo", "StepKind", "StepState", "StepStatus",
-    "TemporalUnavailable", "UnknownSagaType", "activity_name", "build_replayer", "build_worker",
-    "connect", "idempotency_key_for",
-    "idempotency_key", "load_modules", "registered", "step_info",
+    "TemporalUnavailable", "UnknownSagaType", "connect", "idempotency_key", "step_info",
+}  # fmt: skip
+
+# Running sagas is a tier of its own, as temporalio.worker is.
+WORKER_EXPORTED = {
+    "activity_name", "build_replayer", "build_worker", "get_definition", "idempotency_key_for",
+    "load_modules", "registered", "saga_activities",
 }  # fmt: skip
 
 
@@ -31,6 +37,26 @@ class TestFacade:
     def test_every_export_resolves(self) -> None:
         for name in engine.__all__:
             assert getattr(engine, name) is not None
+
+    def test_the_worker_tier_is_pinned(self) -> None:
+        import engine.worker
+
+        assert set(engine.worker.__all__) == WORKER_EXPORTED
+        for name in engine.worker.__all__:
+            assert getattr(engine.worker, name) is not None
+
+    def test_writing_a_saga_loads_neither_the_store_nor_the_worker(self) -> None:
+        # A fresh interpreter: this one has long imported everything.
+        code = (
+            "import sys, engine; "
+            "loaded = [m for m in ('sqlmodel', 'sqlalchemy', 'engine._store', 'engine._worker',"
+            " 'engine._workflow', 'fastapi') if m in sys.modules]; "
+            "print(','.join(loaded))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+        assert out.stdout.strip() == ""
 
     def test_statuses_are_those_of_the_design(self) -> None:
         assert [s.value for s in engine.SagaStatus] == [

@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from engine import SagaClient, SagaStatus, build_replayer
+from engine import SagaClient, SagaStatus
+from engine.worker import build_replayer
 from tests.support import ledger
 from tests.support.ledger import ALWAYS
 from tests.support.sagas import ALL

@@ -21,9 +21,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 from temporalio.testing import WorkflowEnvironment
 
-from engine import SagaClient, SagaState, SagaStatus, StepState, StepStatus, build_worker
+from engine import SagaClient, SagaState, SagaStatus, StepState, StepStatus
 from engine._store import TABLES, with_driver
 from engine.store import InvalidCursor, KeyConflict, Projector, SagaStore
+from engine.worker import build_worker
 from tests.support import ledger
 from tests.support.postgres import create_database
 from tests.support.sagas import ALL

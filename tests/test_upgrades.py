@@ -19,17 +19,8 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from engine import (
-    Saga,
-    SagaClient,
-    SagaDefinitionError,
-    SagaState,
-    SagaStatus,
-    _registry,
-    build_replayer,
-    load_modules,
-    registered,
-)
+from engine import Saga, SagaClient, SagaDefinitionError, SagaState, SagaStatus, _registry
+from engine.worker import build_replayer, load_modules, registered
 from tests.support import ledger
 from tests.support.processes import Background
 from tests.support.sagas import Order

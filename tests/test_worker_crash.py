@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from engine import SagaClient, SagaStatus, load_modules
+from engine import SagaClient, SagaStatus
+from engine.worker import load_modules
 from tests.support import ledger
 
 pytestmark = pytest.mark.temporal

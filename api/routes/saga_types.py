@@ -10,7 +10,8 @@ from api.diagram import mermaid
 from api.models import SagaTypePublic, SagaTypeStep
 from api.routes.sagas import SagaType
 from api.runtime import CallerDep, find_definition
-from engine import Saga, SagaDefinition, UnknownSagaType, activity_name, registered
+from engine import Saga, SagaDefinition, UnknownSagaType
+from engine.worker import activity_name, registered
 
 router = APIRouter(tags=["saga types"])
 

@@ -16,9 +16,10 @@ from fastapi.responses import StreamingResponse
 
 from api.models import CancelBody, DecisionBody, ResolveBody, SagaPage, SagaPublic
 from api.runtime import CallerDep, RuntimeDep, find_definition
-from engine import SagaAlreadyExists, SagaState, SagaStatus, UnknownSagaType, registered
+from engine import SagaAlreadyExists, SagaState, SagaStatus, UnknownSagaType
 from engine.store import FINAL_STATUSES, StoredSaga
 from engine.telemetry import current_trace_id
+from engine.worker import registered
 
 router = APIRouter(tags=["sagas"])
 
