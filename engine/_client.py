@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -176,6 +177,35 @@ class SagaClient:
         except WorkflowFailureError:
             return await self.state(saga_id)
 
+    async def wait_for(
+        self,
+        saga_id: str,
+        *,
+        until: SagaStatus | Iterable[SagaStatus] | Callable[[SagaState], bool] | None = None,
+        timeout: float = 60.0,  # noqa: ASYNC109 - the bound belongs to the call, as in asyncio.wait_for
+        interval: float = 0.2,
+    ) -> SagaState:
+        """Poll the saga's live state until ``until`` holds, and return that state.
+
+        ``until`` is a status, several statuses, or a check of the state; by default, until
+        the saga has settled: finished, or waiting for a person (``awaiting_approval``,
+        ``compensation_failed``). Raises ``TimeoutError`` after ``timeout`` seconds, naming
+        the status the saga was in.
+        """
+        done = _condition(until)
+        state = await self.state(saga_id)
+        try:
+            async with asyncio.timeout(timeout):
+                while not done(state):
+                    await asyncio.sleep(interval)
+                    state = await self.state(saga_id)
+        except TimeoutError:
+            raise TimeoutError(
+                f"saga {saga_id!r} did not get there within {timeout:g} s "
+                f"(it is {state.status.value})"
+            ) from None
+        return state
+
     async def cancel(
         self, saga_id: str, *, reason: str = "cancelled by request", by: str | None = None
     ) -> SagaState:
@@ -241,6 +271,31 @@ class SagaClient:
             raise
         except RPCError as exc:
             raise _map_rpc(exc, saga_id) from None
+
+
+# Where a saga stops on its own: finished, or waiting for a person.
+_SETTLED = frozenset(
+    {
+        SagaStatus.COMPLETED,
+        SagaStatus.COMPENSATED,
+        SagaStatus.FAILED,
+        SagaStatus.COMPENSATION_FAILED,
+        SagaStatus.AWAITING_APPROVAL,
+    }
+)
+
+
+def _condition(
+    until: SagaStatus | Iterable[SagaStatus] | Callable[[SagaState], bool] | None,
+) -> Callable[[SagaState], bool]:
+    if until is None:
+        return lambda state: state.status in _SETTLED
+    if isinstance(until, SagaStatus):
+        return lambda state: state.status is until
+    if callable(until):
+        return until
+    statuses = frozenset(until)
+    return lambda state: state.status in statuses
 
 
 def _map_rpc(exc: RPCError, saga_id: str) -> Exception:

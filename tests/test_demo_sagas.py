@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -90,11 +89,7 @@ class Demo:
         return state
 
     async def wait_for(self, saga_id: str, status: SagaStatus, timeout: float) -> SagaState:
-        deadline = time.monotonic() + timeout
-        while (state := await self.sagas.state(saga_id)).status is not status:
-            assert time.monotonic() < deadline, state.model_dump_json(indent=1)
-            await asyncio.sleep(0.5)
-        return state
+        return await self.sagas.wait_for(saga_id, until=status, timeout=timeout, interval=0.5)
 
     async def records(self, saga_id: str) -> dict[str, str]:
         """Step name -> status of the participant's record (keys are ``{saga_id}/{step}``)."""

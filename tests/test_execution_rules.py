@@ -6,7 +6,6 @@ which effects are active, which were undone, and in which order compensations we
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -49,12 +48,7 @@ async def wait_for(
     sagas: SagaClient, saga_id: str, ok: Callable[[SagaState], bool], timeout: float = 30
 ) -> SagaState:
     """Poll the saga's live state until ``ok`` holds; bounded, so a bug fails, not hangs."""
-    async with asyncio.timeout(timeout):
-        while True:
-            state = await sagas.state(saga_id)
-            if ok(state):
-                return state
-            await asyncio.sleep(0.1)
+    return await sagas.wait_for(saga_id, until=ok, timeout=timeout, interval=0.1)
 
 
 def running(step: str) -> Callable[[SagaState], bool]:
@@ -77,6 +71,28 @@ def undone_in_order(saga_id: str) -> list[str]:
         if step not in order:
             order.append(step)
     return order
+
+
+class TestWaitingForASaga:
+    """SagaClient.wait_for returns the state that met the condition, or says where it stuck."""
+
+    async def test_by_default_it_waits_until_the_saga_settles(self, sagas: SagaClient) -> None:
+        saga_id = await start(sagas, "approval", amount=500)
+        state = await sagas.wait_for(saga_id, timeout=30)
+        assert state.status is SagaStatus.AWAITING_APPROVAL
+        await sagas.approve(saga_id, by="test")
+        state = await sagas.wait_for(saga_id, until=SagaStatus.COMPLETED, timeout=30)
+        assert state.status is SagaStatus.COMPLETED
+
+    async def test_a_timeout_names_the_status_it_stuck_in(self, sagas: SagaClient) -> None:
+        saga_id = await start(sagas, "approval", amount=500)
+        await sagas.wait_for(saga_id, until=SagaStatus.AWAITING_APPROVAL, timeout=30)
+        with pytest.raises(TimeoutError, match=r"within 0\.5 s \(it is awaiting_approval\)"):
+            await sagas.wait_for(
+                saga_id, until={SagaStatus.COMPLETED, SagaStatus.COMPENSATED}, timeout=0.5
+            )
+        await sagas.cancel(saga_id)
+        assert (await sagas.result(saga_id)).status is SagaStatus.COMPENSATED
 
 
 class TestRule1ForwardOrder:

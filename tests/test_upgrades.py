@@ -9,17 +9,14 @@ either side replays against the new code.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from engine import Saga, SagaClient, SagaDefinitionError, SagaState, SagaStatus, _registry
+from engine import Saga, SagaClient, SagaDefinitionError, SagaStatus, _registry
 from engine.worker import build_replayer, load_modules, registered
 from tests.support import ledger
 from tests.support.processes import Background
@@ -27,16 +24,6 @@ from tests.support.sagas import Order
 from tests.support.upgrade_v2 import order_v1, order_v2
 
 pytestmark = pytest.mark.temporal
-
-
-async def wait_for(
-    sagas: SagaClient, saga_id: str, ok: Callable[[SagaState], bool], timeout: float = 30
-) -> SagaState:
-    deadline = time.monotonic() + timeout
-    while not ok(state := await sagas.state(saga_id)):
-        assert time.monotonic() < deadline, state.model_dump_json(indent=1)
-        await asyncio.sleep(0.2)
-    return state
 
 
 async def start(sagas: SagaClient, amount: int) -> str:
@@ -70,7 +57,7 @@ async def test_running_sagas_keep_their_version_through_a_rollout(
         finished_v1 = await start(sagas, amount=10)
         waiting = await start(sagas, amount=500)
         assert (await sagas.result(finished_v1)).status is SagaStatus.COMPLETED
-        await wait_for(sagas, waiting, lambda s: s.status is SagaStatus.AWAITING_APPROVAL)
+        await sagas.wait_for(waiting, until=SagaStatus.AWAITING_APPROVAL, timeout=30)
     finally:
         assert before.interrupt() == 0
 
