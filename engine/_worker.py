@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.plugin import SimplePlugin
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -71,8 +72,10 @@ def build_worker(
     executor = None
     if any(not inspect.iscoroutinefunction(fn) for fn in activities):
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent_activities)
-    worker_class = Worker if store is None else _ProjectingWorker
-    worker = worker_class(
+    plugins = list(worker_options.pop("plugins", ()))
+    if store is not None:
+        plugins.append(projection_plugin(Projector(store, client, task_queue)))
+    return Worker(
         client,
         task_queue=task_queue,
         workflows=[SagaWorkflow],
@@ -85,22 +88,15 @@ def build_worker(
         ),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+        plugins=plugins,
         **worker_options,
     )
-    if isinstance(worker, _ProjectingWorker):
-        assert store is not None
-        worker.projector = Projector(store, client, task_queue)
-    return worker
 
 
-class _ProjectingWorker(Worker):
-    """A worker that runs the saga store's projector while it runs."""
-
-    projector: Projector
-
-    async def run(self) -> None:
-        async with self.projector.running():
-            await super().run()
+def projection_plugin(projector: Projector) -> SimplePlugin:
+    """Runs the saga store's projector for as long as the worker runs (Temporal's plugin API,
+    so the worker stays a plain ``Worker`` that other plugins can wrap too)."""
+    return SimplePlugin("sagas.store-projection", run_context=projector.running)
 
 
 def build_replayer(sagas: Sequence[SagaDefinition[Any]]) -> Replayer:
