@@ -25,7 +25,6 @@ from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from engine import _registry
-from engine._codec import data_converter
 from engine._errors import (
     CONFLICT,
     InvalidSagaInput,
@@ -42,6 +41,7 @@ from engine._state import (
     SagaStatus,
 )
 from engine._tracing import tracing_enabled
+from engine.config import get_settings
 
 DEFAULT_TASK_QUEUE = "sagas"
 # Saga ids appear in URLs and prefix every idempotency key.
@@ -61,7 +61,7 @@ async def connect(
         return await Client.connect(
             target,
             namespace=namespace,
-            data_converter=data_converter(),
+            data_converter=get_settings().data_converter(),
             **_tracing_options(),
             runtime=runtime,
         )

@@ -91,17 +91,12 @@ class EncryptionCodec(PayloadCodec):
         return opened
 
 
-def data_converter(encryption_key: str | None = None) -> DataConverter:
-    """The engine's data converter: pydantic, and sealed when keys are given.
+def data_converter(keys: Sequence[bytes] = ()) -> DataConverter:
+    """The engine's data converter: pydantic, and sealed with ``keys`` when there are any.
 
-    Without an argument, the keys come from the settings (``SAGAS_ENCRYPTION_KEY``).
+    The keys come from the caller; the settings' keys are wired in by
+    :meth:`engine.config.Settings.data_converter`.
     """
-    if encryption_key is None:
-        from engine.config import get_settings
-
-        secret = get_settings().encryption_key
-        encryption_key = secret.get_secret_value() if secret is not None else ""
-    keys = parse_keys(encryption_key)
     if not keys:
         return pydantic_data_converter
     return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(keys))

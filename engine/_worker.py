@@ -13,13 +13,13 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from engine import _registry
-from engine._codec import data_converter
 from engine._definition import SagaDefinition
 from engine._errors import SagaDefinitionError
 from engine._projection import Projector
 from engine._step import activity_name
 from engine._store import SagaStore
 from engine._workflow import SagaWorkflow
+from engine.config import get_settings
 
 # The engine is passed through the sandbox so that the workflow sees the registry this process
 # filled, and so that saga definitions are not re-imported for every workflow run.
@@ -108,6 +108,6 @@ def build_replayer(sagas: Sequence[SagaDefinition[Any]]) -> Replayer:
     _registry.register(*sagas)
     return Replayer(
         workflows=[SagaWorkflow],
-        data_converter=data_converter(),
+        data_converter=get_settings().data_converter(),
         workflow_runner=SandboxedWorkflowRunner(restrictions=_RESTRICTIONS),
     )

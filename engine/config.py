@@ -13,8 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from temporalio.converter import DataConverter
 
-from engine._codec import parse_keys
+from engine._codec import data_converter, parse_keys
 
 
 class Settings(BaseSettings):
@@ -137,6 +138,11 @@ class Settings(BaseSettings):
             return self.database_url
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{self.data_dir / 'sagas.sqlite'}"
+
+    def data_converter(self) -> DataConverter:
+        """The converter for every client and replayer: sealed with ``encryption_key``, if set."""
+        keys = self.encryption_key.get_secret_value() if self.encryption_key is not None else ""
+        return data_converter(parse_keys(keys))
 
 
 @lru_cache

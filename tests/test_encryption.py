@@ -10,10 +10,11 @@ import pytest
 from pydantic import ValidationError
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from engine import SagaClient, SagaStatus
-from engine._codec import ENCODING, EncryptionCodec, data_converter
+from engine._codec import ENCODING, EncryptionCodec
 from engine._errors import EncryptionKeyError
 from engine.config import Settings
 from engine.worker import build_worker
@@ -47,6 +48,19 @@ class TestCodec:
             await EncryptionCodec([new]).decode([sealed])
 
 
+class TestSettingsConverter:
+    """The settings wire their keys into the converter; the codec itself reads no settings."""
+
+    def test_no_key_gives_the_plain_pydantic_converter(self) -> None:
+        assert Settings(encryption_key=None).data_converter() is pydantic_data_converter
+
+    def test_a_key_seals_with_it(self) -> None:
+        key = new_key()
+        converter = Settings(encryption_key=key).data_converter()
+        assert isinstance(converter.payload_codec, EncryptionCodec)
+        assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
+
+
 class TestProductionSettings:
     def test_unsafe_values_are_each_named(self) -> None:
         with pytest.raises(ValidationError) as refused:
@@ -77,7 +91,9 @@ class TestProductionSettings:
 @pytest.mark.temporal
 async def test_temporal_stores_only_sealed_payloads(dev_env: WorkflowEnvironment) -> None:
     address = dev_env.client.service_client.config.target_host
-    client = await Client.connect(address, data_converter=data_converter(new_key()))
+    client = await Client.connect(
+        address, data_converter=Settings(encryption_key=new_key()).data_converter()
+    )
     task_queue = f"tq-{uuid.uuid4()}"
     secret = f"tok_secret_{uuid.uuid4().hex}"
     async with build_worker(client, task_queue=task_queue, sagas=ALL):
