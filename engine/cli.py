@@ -2,40 +2,33 @@
 
 Every failure a user can cause (unknown type, bad input, no server, unknown saga, a refused
 operation) ends in one ``error: ...`` line on stderr and a non-zero exit, never a traceback.
+
+Commands only read their flags and print: the long-running processes (worker, embedded
+Temporal, ``dev``) are composed in :mod:`engine._process`. Packages the engine must not
+import (api/, participants/) add commands and ``dev`` components by entry point.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import prometheus_client
 import typer
 from pydantic import ValidationError
-from sqlalchemy import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
+from engine import _process
 from engine._client import SagaClient, connect
 from engine._definition import SagaDefinition
-from engine._errors import InvalidSagaInput, SagaDefinitionError, SagaError, UnknownSagaType
-from engine._logging import configure_logging
-from engine._metrics import exporting_metrics, temporal_runtime
+from engine._process import CliError, errors_as_messages, run
 from engine._registry import get as get_definition
 from engine._registry import load_modules
 from engine._state import SagaState
-from engine._store import SagaStore
-from engine._tracing import configure_tracing, flush_tracing, instrument_httpx
-from engine._worker import build_worker
-from engine.config import Settings, get_settings
+from engine.config import Settings, get_settings, settings_problems
 
 app = typer.Typer(
     name="sagas",
@@ -45,11 +38,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-T = TypeVar("T")
-
-# Exit codes: 2 for what the user typed (usage, input, unknown names), 1 for everything else.
-USAGE_ERRORS = (InvalidSagaInput, UnknownSagaType, SagaDefinitionError)
-
 ModuleOpt = Annotated[
     list[str] | None,
     typer.Option("--module", "-m", help="Module or package with saga definitions (repeatable)."),
@@ -58,40 +46,6 @@ AddressOpt = Annotated[str | None, typer.Option(help="Temporal frontend host:por
 NamespaceOpt = Annotated[str | None, typer.Option(help="Temporal namespace.")]
 QueueOpt = Annotated[str | None, typer.Option("--task-queue", help="Task queue of the worker.")]
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="The saga id.")]
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def errors_as_messages() -> Iterator[None]:
-    """Turn every expected failure into one error line and an exit code."""
-    try:
-        yield
-    except USAGE_ERRORS as exc:
-        fail(exc.message, 2)
-    except SagaError as exc:
-        fail(exc.message, 1)
-    except CliError as exc:
-        fail(str(exc), exc.code)
-
-
-def run(
-    coro: Coroutine[Any, Any, T],
-    *,
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-) -> T:
-    with errors_as_messages(), asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(coro)
-    raise AssertionError("unreachable")
 
 
 def settings_with(
@@ -119,88 +73,6 @@ async def client_for(settings: Settings) -> SagaClient:
     return SagaClient(client, task_queue=settings.task_queue)
 
 
-async def until_stopped() -> None:
-    """Wait for Ctrl-C or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
-def open_store(settings: Settings) -> SagaStore:
-    """The saga store, its schema brought up to date."""
-    store = SagaStore(settings.store_url())
-    try:
-        store.migrate()
-    except SQLAlchemyError as exc:
-        store.close()
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise CliError(f"cannot open the saga store at {_safe_url(store.url)}: {reason}") from None
-    return store
-
-
-def _safe_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def start_tracing(service_name: str) -> str | None:
-    """Tracing for this process if ``OTEL_*`` asks for it; the line that says where it goes."""
-    if configure_tracing(service_name) is None:
-        return None
-    instrument_httpx()
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    return f"traces     OTLP to {endpoint}"
-
-
-async def serve_worker(settings: Settings, sagas: list[SagaDefinition[Any]]) -> None:
-    tracing = start_tracing("sagas-worker")
-    client = await connect(
-        settings.temporal_address, namespace=settings.namespace, runtime=temporal_runtime()
-    )
-    store = open_store(settings) if settings.store_enabled else None
-    worker = build_worker(
-        client,
-        task_queue=settings.task_queue,
-        sagas=sagas,
-        max_concurrent_activities=settings.max_concurrent_activities,
-        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
-        max_cached_workflows=settings.max_cached_workflows,
-        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
-        store=store,
-        sandbox=settings.workflow_sandbox,
-    )
-    names = ", ".join(s.name for s in sagas) or "none (no saga definitions found)"
-    typer.echo(f"worker     task queue {settings.task_queue!r} on {settings.temporal_address}")
-    typer.echo(f"sagas      {names}")
-    if store is not None:
-        typer.echo(f"store      {_safe_url(store.url)}")
-    if tracing is not None:
-        typer.echo(tracing)
-    if settings.worker_metrics_port is not None:
-        host, port = settings.worker_metrics_host, settings.worker_metrics_port
-        try:
-            prometheus_client.start_http_server(port, addr=host)
-        except OSError as exc:
-            raise CliError(f"cannot serve worker metrics on {host}:{port}: {exc}") from None
-        typer.echo(f"metrics    http://{host}:{port}/metrics")
-    try:
-        async with exporting_metrics(), worker:
-            typer.echo("ready      press Ctrl-C to stop")
-            await until_stopped()
-    finally:
-        if store is not None:
-            store.close()
-        flush_tracing()
-    typer.echo("stopped")
-
-
 def _plugins(group: str) -> list[tuple[str, Any]]:
     """Commands and components of packages outside the engine (entry points in pyproject)."""
     found = []
@@ -218,58 +90,17 @@ def _plugins(group: str) -> list[tuple[str, Any]]:
 @app.command()
 def dev(module: ModuleOpt = None) -> None:
     """Run the stack on embedded defaults: Temporal (SQLite) and a worker."""
-    from engine._embedded import embedded_temporal
-
     settings = get_settings()
     with errors_as_messages():
         sagas = load(module, settings)
-
-    async def serve() -> None:
-        # The worker owns the process's global tracer provider (Temporal's plugin uses it);
-        # the API and participants components get providers of their own.
-        tracing = start_tracing("sagas-worker")
-        async with embedded_temporal(
-            data_dir=settings.data_dir,
-            port=settings.temporal_port,
-            ui_port=settings.temporal_ui_port,
-            host=settings.temporal_host,
-        ) as temporal:
-            typer.echo(f"temporal   {temporal.address} (data {temporal.database})")
-            typer.echo(f"ui         {temporal.ui_url}")
-            if tracing is not None:
-                typer.echo(tracing)
-            local = settings.model_copy(
-                update={"temporal_address": temporal.address, "temporal_ui_url": temporal.ui_url}
-            )
-            async with contextlib.AsyncExitStack() as components:
-                for _, component in _plugins("sagas.components"):
-                    typer.echo(await components.enter_async_context(component(local)))
-                await serve_worker(local, sagas)
-
-    run(serve())
+    components = [component for _, component in _plugins("sagas.components")]
+    run(_process.run_dev(settings, sagas, components))
 
 
 @app.command()
 def server() -> None:
     """Run only the embedded Temporal server (SQLite in the data directory)."""
-    from engine._embedded import embedded_temporal
-
-    settings = get_settings()
-
-    async def serve() -> None:
-        async with embedded_temporal(
-            data_dir=settings.data_dir,
-            port=settings.temporal_port,
-            ui_port=settings.temporal_ui_port,
-            host=settings.temporal_host,
-        ) as temporal:
-            typer.echo(f"temporal   {temporal.address} (data {temporal.database})")
-            typer.echo(f"ui         {temporal.ui_url}")
-            typer.echo("ready      press Ctrl-C to stop")
-            await until_stopped()
-        typer.echo("stopped")
-
-    run(serve())
+    run(_process.run_server(get_settings()))
 
 
 @app.command()
@@ -277,8 +108,8 @@ def migrate() -> None:
     """Create or upgrade the saga store's schema (SAGAS_DATABASE_URL or DATABASE_URL)."""
     settings = get_settings()
     with errors_as_messages():
-        store = open_store(settings)
-    typer.echo(f"saga store up to date: {_safe_url(store.url)}")
+        store = _process.open_store(settings)
+    typer.echo(f"saga store up to date: {_process.safe_url(store.url)}")
     store.close()
 
 
@@ -293,7 +124,7 @@ def worker(
     settings = settings_with(address, namespace, task_queue)
     with errors_as_messages():
         sagas = load(module, settings)
-    run(serve_worker(settings, sagas))
+    run(_process.run_worker(settings, sagas))
 
 
 # ------------------------------------------------------------------------- saga commands
@@ -465,16 +296,6 @@ def list_sagas(
     run(show())
 
 
-def settings_problems(exc: ValidationError) -> str:
-    """A settings error in one line, each problem naming its environment variable."""
-    problems = []
-    for error in exc.errors(include_url=False):
-        message = str(error["msg"]).removeprefix("Value error, ")
-        field = ".".join(str(part) for part in error["loc"])
-        problems.append(f"SAGAS_{field.upper()}: {message}" if field else message)
-    return "; ".join(problems)
-
-
 def main() -> None:
     for name, command in _plugins("sagas.commands"):
         app.command(name)(command)
@@ -484,11 +305,7 @@ def main() -> None:
         typer.echo(f"error: invalid settings: {settings_problems(exc)}", err=True)
         sys.stderr.flush()
         os._exit(2)
-    configure_logging(
-        log_format=settings.log_format,
-        production=settings.environment == "production",
-        level=settings.log_level,
-    )
+    _process.set_up_logging(settings)
     code = 0
     try:
         app()

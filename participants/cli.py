@@ -6,19 +6,16 @@ this package.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 import httpx
 import typer
-import uvicorn
 
-from engine import SagaClient, connect
-from engine.cli import CliError, errors_as_messages, fail, run, until_stopped
+from engine._process import CliError, errors_as_messages, run, serve_asgi, serve_until_stopped
+from engine.cli import client_for
 from engine.config import Settings, get_settings
-from engine.telemetry import flush_tracing
 from engine.worker import load_modules
 from participants.app import create_app
 from participants.checker import CHECKED
@@ -28,42 +25,18 @@ from participants.checker import check as check_sagas
 @contextlib.asynccontextmanager
 async def component(settings: Settings) -> AsyncIterator[str]:
     """Serve the participants until the block exits; yield a line saying where."""
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.participants_host,
-        port=settings.participants_port,
-        log_level="warning",
-        log_config=None,  # our logging pipeline (engine.telemetry) handles uvicorn's records
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            fail(f"participants could not listen on port {settings.participants_port}")
-        await asyncio.sleep(0.05)
-    try:
-        url = f"http://{settings.participants_host}:{settings.participants_port}"
+    host, port = settings.participants_host, settings.participants_port
+    failure = f"participants could not listen on port {port}"
+    async with serve_asgi(
+        create_app(settings), host=host, port=port, failure=failure, lifespan="off"
+    ):
+        url = f"http://{host}:{port}"
         yield f"participants {url} (records at /flights/reservations?saga_id=...)"
-    finally:
-        server.should_exit = True
-        await task
-        flush_tracing()
 
 
 def serve() -> None:
     """Run the demo participants (flights, hotels, cars, payments, inventory, shipping)."""
-    settings = get_settings()
-
-    async def main() -> None:
-        async with component(settings) as where:
-            typer.echo(where)
-            typer.echo("ready      press Ctrl-C to stop")
-            await until_stopped()
-        typer.echo("stopped")
-
-    run(main())
+    run(serve_until_stopped(component(get_settings())))
 
 
 def check(
@@ -82,10 +55,7 @@ def check(
         load_modules(["workflows"])
 
     async def main() -> int:
-        sagas = SagaClient(
-            await connect(settings.temporal_address, namespace=settings.namespace),
-            task_queue=settings.task_queue,
-        )
+        sagas = await client_for(settings)
         ids = saga_id or [
             s.id for name in types for s in await sagas.list(saga_type=name, limit=limit)
         ]
