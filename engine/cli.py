@@ -4,12 +4,15 @@ Every failure a user can cause (unknown type, bad input, no server, unknown saga
 operation) ends in one ``error: ...`` line on stderr and a non-zero exit, never a traceback.
 
 Commands only read their flags and print: the long-running processes (worker, embedded
-Temporal, ``dev``) are composed in :mod:`engine._process`. Packages the engine must not
+Temporal, ``dev``) are composed in :mod:`engine._process`. The options that say which Temporal
+to talk to are declared once, by :func:`connection_options`. Packages the engine must not
 import (api/, participants/) add commands and ``dev`` components by entry point.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sys
@@ -42,23 +45,52 @@ ModuleOpt = Annotated[
     list[str] | None,
     typer.Option("--module", "-m", help="Module or package with saga definitions (repeatable)."),
 ]
-AddressOpt = Annotated[str | None, typer.Option(help="Temporal frontend host:port.")]
-NamespaceOpt = Annotated[str | None, typer.Option(help="Temporal namespace.")]
-QueueOpt = Annotated[str | None, typer.Option("--task-queue", help="Task queue of the worker.")]
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="The saga id.")]
 
 
-def settings_with(
-    address: str | None = None,
-    namespace: str | None = None,
-    task_queue: str | None = None,
-) -> Settings:
-    overrides = {
-        "temporal_address": address,
-        "namespace": namespace,
-        "task_queue": task_queue,
-    }
-    return get_settings().model_copy(update={k: v for k, v in overrides.items() if v is not None})
+def _keyword(name: str, option: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, option]
+    )
+
+
+# The Temporal connection options, declared once (see connection_options), by settings field.
+_CONNECTION = {
+    "temporal_address": _keyword("address", typer.Option(help="Temporal frontend host:port.")),
+    "namespace": _keyword("namespace", typer.Option(help="Temporal namespace.")),
+    "task_queue": _keyword(
+        "task_queue", typer.Option("--task-queue", help="Task queue of the worker.")
+    ),
+}
+
+
+def connection_options(
+    *, task_queue: bool = True
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command ``--address``, ``--namespace`` and (unless told not to) ``--task-queue``.
+
+    The decorated function takes a keyword argument ``settings`` instead: the settings with
+    the options given on the command line in place of theirs.
+    """
+    options = {k: v for k, v in _CONNECTION.items() if task_queue or k != "task_queue"}
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "settings"]
+
+        @functools.wraps(command)
+        def with_settings(**kwargs: Any) -> None:
+            given = {field: kwargs.pop(option.name) for field, option in options.items()}
+            update = {field: value for field, value in given.items() if value is not None}
+            command(**kwargs, settings=get_settings().model_copy(update=update))
+
+        # Typer reads the options from the signature.
+        with_settings.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*own, *options.values()]
+        )
+        return with_settings
+
+    return decorate
 
 
 def load(modules: list[str] | None, settings: Settings) -> list[SagaDefinition[Any]]:
@@ -114,14 +146,9 @@ def migrate() -> None:
 
 
 @app.command()
-def worker(
-    module: ModuleOpt = None,
-    address: AddressOpt = None,
-    namespace: NamespaceOpt = None,
-    task_queue: QueueOpt = None,
-) -> None:
+@connection_options()
+def worker(module: ModuleOpt = None, *, settings: Settings) -> None:
     """Run a worker for the sagas in the given modules."""
-    settings = settings_with(address, namespace, task_queue)
     with errors_as_messages():
         sagas = load(module, settings)
     run(_process.run_worker(settings, sagas))
@@ -142,6 +169,7 @@ def read_input(path: str) -> Any:
 
 
 @app.command()
+@connection_options()
 def start(
     saga_type: Annotated[str, typer.Argument(metavar="TYPE", help="Saga type, e.g. trip_booking")],
     input: Annotated[str, typer.Option("--input", "-i", help="JSON file, or - for stdin.")],
@@ -150,12 +178,10 @@ def start(
     ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the saga to finish.")] = False,
     module: ModuleOpt = None,
-    address: AddressOpt = None,
-    namespace: NamespaceOpt = None,
-    task_queue: QueueOpt = None,
+    *,
+    settings: Settings,
 ) -> None:
     """Start a saga; print its id."""
-    settings = settings_with(address, namespace, task_queue)
 
     async def go() -> None:
         load(module, settings)
@@ -172,14 +198,14 @@ def start(
 
 
 @app.command()
+@connection_options(task_queue=False)
 def status(
     saga_id: IdArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full state as JSON.")] = False,
-    address: AddressOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    settings: Settings,
 ) -> None:
     """Show a saga's status and its steps."""
-    settings = settings_with(address, namespace)
 
     async def show() -> None:
         state = await (await client_for(settings)).state(saga_id)
@@ -218,72 +244,71 @@ def steer(
 
 
 @app.command()
+@connection_options(task_queue=False)
 def cancel(
     saga_id: IdArg,
     reason: Annotated[str, typer.Option(help="Why; kept in the saga.")] = "cancelled from CLI",
-    address: AddressOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    settings: Settings,
 ) -> None:
     """Cancel a running saga and compensate what it did (refused after the pivot)."""
-    settings = settings_with(address, namespace)
     steer(saga_id, lambda s: s.cancel(saga_id, reason=reason, by="cli"), settings)
 
 
 @app.command()
+@connection_options(task_queue=False)
 def approve(
     saga_id: IdArg,
     comment: Annotated[str | None, typer.Option(help="Kept with the decision.")] = None,
-    address: AddressOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    settings: Settings,
 ) -> None:
     """Approve the step that waits for a decision."""
-    settings = settings_with(address, namespace)
     steer(saga_id, lambda s: s.approve(saga_id, by="cli", comment=comment), settings)
 
 
 @app.command()
+@connection_options(task_queue=False)
 def reject(
     saga_id: IdArg,
     comment: Annotated[str | None, typer.Option(help="Kept with the decision.")] = None,
-    address: AddressOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    settings: Settings,
 ) -> None:
     """Reject the step that waits for a decision (the saga compensates)."""
-    settings = settings_with(address, namespace)
     steer(saga_id, lambda s: s.reject(saga_id, by="cli", comment=comment), settings)
 
 
 @app.command()
-def retry(saga_id: IdArg, address: AddressOpt = None, namespace: NamespaceOpt = None) -> None:
+@connection_options(task_queue=False)
+def retry(saga_id: IdArg, *, settings: Settings) -> None:
     """Retry the failed compensations of a compensation_failed saga."""
-    settings = settings_with(address, namespace)
     steer(saga_id, lambda s: s.retry_compensations(saga_id), settings)
 
 
 @app.command()
+@connection_options(task_queue=False)
 def resolve(
     saga_id: IdArg,
     step: Annotated[str, typer.Argument(metavar="STEP")],
     reason: Annotated[str, typer.Option(help="What was done by hand; kept in the record.")],
-    address: AddressOpt = None,
-    namespace: NamespaceOpt = None,
+    *,
+    settings: Settings,
 ) -> None:
     """Mark a failed compensation as resolved by hand."""
-    settings = settings_with(address, namespace)
     steer(saga_id, lambda s: s.resolve(saga_id, step, reason=reason, by="cli"), settings)
 
 
 @app.command("list")
+@connection_options()
 def list_sagas(
     saga_type: Annotated[str | None, typer.Option("--type", help="Only this saga type.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     module: ModuleOpt = None,
-    address: AddressOpt = None,
-    namespace: NamespaceOpt = None,
-    task_queue: QueueOpt = None,
+    *,
+    settings: Settings,
 ) -> None:
     """List recent sagas with their status."""
-    settings = settings_with(address, namespace, task_queue)
 
     async def show() -> None:
         if saga_type is not None:
