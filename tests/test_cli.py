@@ -1,4 +1,8 @@
-"""The ``sagas`` command line, run as a user runs it: real processes, a real Temporal server."""
+"""The ``sagas`` command line, run as a user runs it: real processes, a real Temporal server.
+
+The parts of the processes that need no server (engine._process, the connection options) are
+tested in-process first.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,17 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from engine import _process
+from engine._errors import UnknownSagaType
+from engine.cli import connection_options
+from engine.config import Settings, get_settings
 from tests.support.processes import SAGAS, Background, free_port, sagas
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +35,99 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
     assert lines[0].startswith("error: ")
     for needle in needles:
         assert needle in lines[0]
+
+
+class TestConnectionOptions:
+    """--address, --namespace and --task-queue, declared once, override the settings."""
+
+    def app(self, *, task_queue: bool) -> tuple[typer.Typer, list[Settings]]:
+        seen: list[Settings] = []
+        app = typer.Typer()
+
+        @app.command()
+        @connection_options(task_queue=task_queue)
+        def show(saga_id: str, verbose: bool = False, *, settings: Settings) -> None:
+            seen.append(settings)
+
+        @app.command()
+        def other() -> None:  # two commands, so that typer expects a command name
+            pass
+
+        return app, seen
+
+    def test_given_options_replace_the_settings_and_the_rest_stay(self) -> None:
+        app, seen = self.app(task_queue=True)
+        args = ["show", "s-1", "--address", "h:1", "--task-queue", "q", "--verbose"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        (settings,) = seen
+        assert (settings.temporal_address, settings.task_queue) == ("h:1", "q")
+        assert settings.namespace == get_settings().namespace
+        assert get_settings().temporal_address != "h:1"  # the cached settings are untouched
+
+    def test_a_command_may_go_without_task_queue(self) -> None:
+        app, _ = self.app(task_queue=False)
+        help_text = CliRunner().invoke(app, ["show", "--help"]).output
+        assert "--address" in help_text
+        assert "--namespace" in help_text
+        assert "--task-queue" not in help_text
+        assert CliRunner().invoke(app, ["show", "s-1", "--task-queue", "q"]).exit_code == 2
+
+
+class TestProcessParts:
+    """What every process does around its work, checked without a server."""
+
+    def test_expected_failures_are_one_line_and_an_exit_code(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        async def refused(exc: Exception) -> None:
+            raise exc
+
+        async def answer() -> int:
+            return 42
+
+        for exc, code in [
+            (UnknownSagaType("unknown saga type 'x'"), 2),
+            (_process.CliError("cannot do it"), 1),
+            (_process.CliError("bad input", 2), 2),
+        ]:
+            with pytest.raises(typer.Exit) as exited:
+                _process.run(refused(exc))
+            assert exited.value.exit_code == code
+            assert capsys.readouterr().err == f"error: {exc}\n"
+        assert _process.run(answer()) == 42  # and the rest is the coroutine's result
+
+    def test_a_store_that_cannot_open_is_named_without_its_password(self) -> None:
+        settings = Settings(database_url="postgresql+psycopg://u:s3cret@127.0.0.1:1/db")
+        with pytest.raises(_process.CliError) as refused:
+            _process.open_store(settings)
+        assert "cannot open the saga store at postgresql+psycopg://u:***@127.0.0.1:1/db" in str(
+            refused.value
+        )
+        assert "s3cret" not in str(refused.value)
+
+    def test_nothing_extra_is_served_unless_asked(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+            monkeypatch.delenv(name, raising=False)
+        assert _process.start_tracing("sagas-test") is None
+        assert _process.serve_worker_metrics(Settings(worker_metrics_port=None)) is None
+
+    async def test_serve_asgi_serves_while_the_block_runs(self) -> None:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            assert scope["type"] == "http"
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"up"})
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        serving = _process.serve_asgi(
+            app, host="127.0.0.1", port=port, failure="cannot", lifespan="off"
+        )
+        async with httpx.AsyncClient() as client:
+            async with serving:
+                assert (await client.get(url)).text == "up"
+            with pytest.raises(httpx.ConnectError):
+                await client.get(url)
 
 
 class TestBadInput:
