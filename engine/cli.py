@@ -299,6 +299,27 @@ def resolve(
     steer(saga_id, lambda s: s.resolve(saga_id, step, reason=reason, by="cli"), settings)
 
 
+@app.command()
+def describe(
+    saga_type: Annotated[str, typer.Argument(metavar="TYPE", help="The saga type.")],
+    module: ModuleOpt = None,
+) -> None:
+    """A registered saga: its steps and their kinds, and its diagram (Mermaid)."""
+    settings = get_settings()
+    with errors_as_messages():
+        load(module, settings)
+        definition = get_definition(saga_type)
+    typer.echo(f"{definition.name} (version {definition.version})")
+    if definition.description:
+        typer.echo(definition.description)
+    for group in definition.groups:
+        together = " (in parallel)" if len(group) > 1 else ""
+        for step in group:
+            typer.echo(f"  {step.step_name}: {step.kind.value}{together}")
+    typer.echo("")
+    typer.echo(definition.diagram())
+
+
 @app.command("list")
 @connection_options()
 def list_sagas(

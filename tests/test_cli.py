@@ -130,6 +130,24 @@ class TestProcessParts:
                 await client.get(url)
 
 
+class TestDescribe:
+    """`sagas describe TYPE` prints what the engine knows of a saga, its diagram included."""
+
+    def test_steps_kinds_and_diagram(self) -> None:
+        result = sagas("describe", "order_fulfillment", "-m", "workflows")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "order_fulfillment (version" in out
+        assert "ship_order: pivot" in out
+        assert "capture_payment: retriable" in out
+        assert "flowchart LR" in out
+        assert "(pivot)" in out
+
+    def test_unknown_type_names_the_registered_ones(self) -> None:
+        result = sagas("describe", "nope", "-m", "workflows")
+        assert_one_line_error(result, "unknown saga type 'nope'", "trip_booking")
+
+
 class TestBadInput:
     """Every mistake a user can make is one error line and a non-zero exit, no traceback."""
 
