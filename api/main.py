@@ -59,9 +59,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         store.migrate()
         if tracer_provider is not None:
             trace_engine(store.engine, tracer_provider)
-        client = await connect(
-            settings.temporal_address, namespace=settings.namespace, runtime=temporal_runtime()
-        )
+        client = await connect(settings.temporal_connection(), runtime=temporal_runtime())
         app.state.runtime = Runtime(
             settings, SagaClient(client, task_queue=settings.task_queue), store, metrics
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import uuid
@@ -25,6 +26,7 @@ from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from engine import _registry
+from engine._connection import TemporalConnection, explain_failure
 from engine._errors import (
     CONFLICT,
     InvalidSagaInput,
@@ -49,25 +51,41 @@ _SAGA_ID = re.compile(r"^[^\s/]{1,200}$")
 
 
 async def connect(
-    target: str = "localhost:7233", *, namespace: str = "default", runtime: Runtime | None = None
+    target: str | TemporalConnection | None = None,
+    *,
+    namespace: str | None = None,
+    runtime: Runtime | None = None,
 ) -> Client:
     """A Temporal client with the pydantic data converter the engine needs.
+
+    ``target`` is an address (plaintext, as the dev server speaks), a
+    :class:`TemporalConnection`, or None: then the process's settings say where and how
+    (Temporal's own configuration, profiles and ``TEMPORAL_*`` variables, then
+    ``SAGAS_TEMPORAL_*``; TLS, mTLS and API keys included).
 
     With tracing on (:func:`engine.configure_tracing`), the client carries Temporal's
     OpenTelemetry plugin, and so do the workers built on it: the trace context travels from
     the caller through the workflow to every activity.
     """
+    settings = get_settings()
+    if isinstance(target, TemporalConnection):
+        connection = target
+    elif target is None:
+        connection = settings.temporal_connection()
+    else:
+        connection = TemporalConnection(address=target)
+    if namespace is not None:
+        connection = dataclasses.replace(connection, namespace=namespace)
     try:
         return await Client.connect(
-            target,
-            namespace=namespace,
-            data_converter=get_settings().data_converter(),
+            connection.address,
+            **connection.client_options(),
+            data_converter=settings.data_converter(),
             **_tracing_options(),
             runtime=runtime,
         )
     except RuntimeError as exc:
-        reason = "connection refused" if "Connection refused" in str(exc) else str(exc)[:200]
-        raise TemporalUnavailable(f"cannot reach Temporal at {target} ({reason})") from None
+        raise TemporalUnavailable(explain_failure(str(exc), connection)) from None
 
 
 def _tracing_options() -> dict[str, Any]:
@@ -99,11 +117,12 @@ class SagaClient:
     @classmethod
     async def connect(
         cls,
-        target: str = "localhost:7233",
+        target: str | TemporalConnection | None = None,
         *,
-        namespace: str = "default",
+        namespace: str | None = None,
         task_queue: str = DEFAULT_TASK_QUEUE,
     ) -> SagaClient:
+        """Connect as :func:`connect` does (``target`` None: as the settings say)."""
         return cls(await connect(target, namespace=namespace), task_queue=task_queue)
 
     async def start(self, saga_type: str, input: Any, *, saga_id: str | None = None) -> str:

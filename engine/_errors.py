@@ -13,6 +13,7 @@
     ├── KeyConflict                an idempotency key was used before with another request
     ├── StepFailed                 a forward step failed for good (inside a saga's workflow)
     ├── TemporalUnavailable        the Temporal server cannot be reached
+    ├── TemporalConfigError        the Temporal connection settings cannot be used
     ├── EmbeddedTemporalError      the embedded dev server cannot start
     └── EncryptionKeyError         a configured encryption key is malformed or unknown
 
@@ -110,6 +111,12 @@ class StepFailed(SagaError):
 class TemporalUnavailable(SagaError):
     http_status = 503
     code = "temporal_unavailable"
+
+
+class TemporalConfigError(SagaError):
+    """The Temporal connection settings cannot be used (a file missing, a key without cert)."""
+
+    code = "temporal_config"
 
 
 class EmbeddedTemporalError(SagaError):

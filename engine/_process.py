@@ -42,7 +42,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from engine._client import connect
 from engine._definition import SagaDefinition
 from engine._embedded import EmbeddedTemporal, embedded_temporal
-from engine._errors import InvalidSagaInput, SagaDefinitionError, SagaError, UnknownSagaType
+from engine._errors import (
+    InvalidSagaInput,
+    SagaDefinitionError,
+    SagaError,
+    TemporalConfigError,
+    UnknownSagaType,
+)
 from engine._logging import configure_logging
 from engine._metrics import exporting_metrics, temporal_runtime
 from engine._store import SagaStore
@@ -58,7 +64,7 @@ READY = "ready      press Ctrl-C to stop"
 T = TypeVar("T")
 
 # Exit codes: 2 for what the user typed (usage, input, unknown names), 1 for everything else.
-USAGE_ERRORS = (InvalidSagaInput, UnknownSagaType, SagaDefinitionError)
+USAGE_ERRORS = (InvalidSagaInput, UnknownSagaType, SagaDefinitionError, TemporalConfigError)
 
 
 class CliError(Exception):
@@ -163,9 +169,8 @@ def serve_worker_metrics(settings: Settings) -> str | None:
 async def run_worker(settings: Settings, sagas: Sequence[SagaDefinition[Any]]) -> None:
     """A worker for ``sagas`` until Ctrl-C or SIGTERM, then a graceful shutdown."""
     tracing = start_tracing("sagas-worker")
-    client = await connect(
-        settings.temporal_address, namespace=settings.namespace, runtime=temporal_runtime()
-    )
+    connection = settings.temporal_connection()
+    client = await connect(connection, runtime=temporal_runtime())
     store = open_store(settings) if settings.store_enabled else None
     worker = build_worker(
         client,
@@ -179,7 +184,7 @@ async def run_worker(settings: Settings, sagas: Sequence[SagaDefinition[Any]]) -
         sandbox=settings.workflow_sandbox,
     )
     names = ", ".join(s.name for s in sagas) or "none (no saga definitions found)"
-    typer.echo(f"worker     task queue {settings.task_queue!r} on {settings.temporal_address}")
+    typer.echo(f"worker     task queue {settings.task_queue!r} on {connection.describe()}")
     typer.echo(f"sagas      {names}")
     if store is not None:
         typer.echo(f"store      {safe_url(store.url)}")
@@ -231,8 +236,16 @@ async def run_dev(
     async with running_temporal(settings) as temporal:
         if tracing is not None:
             typer.echo(tracing)
+        # The embedded server speaks plaintext in the default namespace, whatever Temporal
+        # profile the user's shell has.
         local = settings.model_copy(
-            update={"temporal_address": temporal.address, "temporal_ui_url": temporal.ui_url}
+            update={
+                "temporal_address": temporal.address,
+                "namespace": "default",
+                "temporal_tls": False,
+                "temporal_api_key": None,
+                "temporal_ui_url": temporal.ui_url,
+            }
         )
         async with contextlib.AsyncExitStack() as running:
             for component in components:

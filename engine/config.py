@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from temporalio.converter import DataConverter
 
 from engine._codec import data_converter, parse_keys
+from engine._connection import Overrides, TemporalConnection, resolve
 
 
 class Settings(BaseSettings):
@@ -36,8 +37,23 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # Which Temporal: Temporal's own configuration (a profile in its TOML file, TEMPORAL_*
+    # variables) unless these say otherwise (see temporal_connection and engine._connection).
     temporal_address: str = Field(default="localhost:7233", description="Temporal frontend")
     namespace: str = "default"
+    #: Temporal Cloud API key (turns TLS on).
+    temporal_api_key: SecretStr | None = None
+    #: TLS to Temporal: on, off, or (unset) on when a CA, client certificate or key is given.
+    temporal_tls: bool | None = None
+    temporal_tls_ca_cert: Path | None = None
+    #: mTLS: the client certificate and its key (PEM files).
+    temporal_tls_client_cert: Path | None = None
+    temporal_tls_client_key: Path | None = None
+    temporal_tls_server_name: str | None = None
+    #: A profile of Temporal's configuration file, and that file (else TEMPORAL_PROFILE,
+    #: TEMPORAL_CONFIG_FILE, or ~/.config/temporalio/temporal.toml).
+    temporal_profile: str | None = None
+    temporal_config_file: Path | None = None
     task_queue: str = "sagas"
     #: Modules (or packages) whose saga definitions the worker and CLI load.
     modules: Annotated[list[str], NoDecode] = ["workflows"]
@@ -145,6 +161,26 @@ class Settings(BaseSettings):
             return self.database_url
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{self.data_dir / 'sagas.sqlite'}"
+
+    def temporal_connection(self) -> TemporalConnection:
+        """Where and how to reach Temporal: its configuration, then these settings."""
+        given = self.model_fields_set
+        key = self.temporal_api_key.get_secret_value() if self.temporal_api_key else None
+        return resolve(
+            Overrides(
+                # The defaults count only when Temporal's configuration names nothing else.
+                address=self.temporal_address if "temporal_address" in given else None,
+                namespace=self.namespace if "namespace" in given else None,
+                api_key=key or None,
+                tls=self.temporal_tls,
+                server_ca_cert=self.temporal_tls_ca_cert,
+                client_cert=self.temporal_tls_client_cert,
+                client_key=self.temporal_tls_client_key,
+                server_name=self.temporal_tls_server_name,
+                profile=self.temporal_profile,
+                config_file=self.temporal_config_file,
+            )
+        )
 
     def data_converter(self) -> DataConverter:
         """The converter for every client and replayer: sealed with ``encryption_key``, if set."""
