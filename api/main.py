@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, error handling, limits, auth and the runtime it needs.
+"""The FastAPI application: routers, error handling, limits, auth and the services it needs.
 
 ``create_app(settings)`` refuses unsafe production settings at once; the lifespan connects to
 Temporal and opens (and migrates) the saga store.
@@ -17,7 +17,7 @@ from api.auth import parse_keys, require_key
 from api.limits import BodyLimit
 from api.metrics import ApiMetrics, MeasureRequests
 from api.routes import health, saga_types, sagas
-from api.runtime import Runtime
+from api.service import SagaService
 from engine import SagaClient, connect
 from engine.config import Settings
 from engine.store import SagaStore
@@ -35,18 +35,17 @@ class UnsafeSettings(ValueError):
     """Settings that must not run in production."""
 
 
-def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
-    """The API. ``runtime`` replaces the one the lifespan would build (tests)."""
+def create_app(settings: Settings, *, service: SagaService | None = None) -> FastAPI:
+    """The API. ``service`` replaces the one the lifespan would build (tests)."""
     if settings.environment == "production" and not settings.api_keys:
         raise UnsafeSettings("production mode needs API keys: set SAGAS_API_KEYS")
     keys = parse_keys(settings.api_keys)
-    metrics = runtime.metrics if runtime else ApiMetrics()
+    metrics = service.metrics if service is not None else ApiMetrics()
     tracer_provider = configure_tracing("sagas-api")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if runtime is not None:
-            app.state.runtime = runtime
+        if service is not None:
             yield
             return
         load_modules(settings.modules)
@@ -57,9 +56,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         client = await connect(
             settings.temporal_address, namespace=settings.namespace, runtime=temporal_runtime()
         )
-        app.state.runtime = Runtime(
-            settings, SagaClient(client, task_queue=settings.task_queue), store, metrics
-        )
+        sagas = SagaClient(client, task_queue=settings.task_queue)
+        app.state.service = SagaService(settings, sagas, store, metrics)
         try:
             async with exporting_metrics():
                 yield
@@ -74,8 +72,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.api_keys = keys
-    if runtime is not None:
-        app.state.runtime = runtime
+    app.state.service = service
     problems.install(app)
     openapi.install(app)
     authenticated = [Depends(require_key)]
