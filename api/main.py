@@ -18,7 +18,7 @@ from api.limits import BodyLimit
 from api.metrics import ApiMetrics, MeasureRequests
 from api.routes import health, saga_types, sagas
 from api.service import SagaService
-from engine import SagaClient, connect
+from engine import SagaClient, SagaError, connect
 from engine.config import Settings
 from engine.store import SagaStore
 from engine.telemetry import (
@@ -31,8 +31,10 @@ from engine.telemetry import (
 from engine.worker import load_modules
 
 
-class UnsafeSettings(ValueError):
+class UnsafeSettings(SagaError, ValueError):
     """Settings that must not run in production."""
+
+    code = "unsafe_settings"
 
 
 def create_app(settings: Settings, *, service: SagaService | None = None) -> FastAPI:
