@@ -9,7 +9,23 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from fastapi import HTTPException, Request
+from fastapi import Request
+
+from engine import SagaError
+
+
+class NoApiKey(SagaError):
+    """The request carries no bearer token (answered with ``WWW-Authenticate: Bearer``)."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class WrongApiKey(SagaError):
+    """The bearer token is none of the configured keys."""
+
+    http_status = 403
+    code = "forbidden"
 
 
 @dataclass(frozen=True)
@@ -31,19 +47,19 @@ def parse_keys(entries: list[str]) -> list[ApiKey]:
 
 
 def caller(keys: list[ApiKey], authorization: str | None) -> str:
-    """The name of the caller's key; HTTPException 401 (no key) or 403 (wrong key)."""
+    """The name of the caller's key; NoApiKey (401) or WrongApiKey (403)."""
     if not keys:
         return "anonymous"
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise HTTPException(401, "an API key is required: Authorization: Bearer <key>")
+        raise NoApiKey("an API key is required: Authorization: Bearer <key>")
     offered = token.strip().encode()
     found = None
     for key in keys:  # no early exit: the time taken does not tell which key was close
         if hmac.compare_digest(offered, key.secret):
             found = key.name
     if found is None:
-        raise HTTPException(403, "the API key is not valid")
+        raise WrongApiKey("the API key is not valid")
     return found
 
 

@@ -71,6 +71,17 @@ class SagaPublic(BaseModel):
     updated_at: datetime
 
 
+class SagaFilters(BaseModel):
+    """The list's query: filters and the page wanted."""
+
+    type: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    status: SagaStatus | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=500, pattern=r"^[A-Za-z0-9_-]+$")
+
+
 class SagaPage(BaseModel):
     items: list[SagaPublic]
     next_cursor: str | None = None

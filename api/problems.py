@@ -1,12 +1,16 @@
 """Every error as application/problem+json, from one place.
 
-Engine errors carry their HTTP status (``SagaError.http_status``); request validation names the
-field; anything unexpected is a 500 with no internals in it (and a log line with them).
+Every error raised on purpose is a ``SagaError`` (the engine's, and the API's own: a missing or
+wrong key) that carries its HTTP status and a stable code, so one handler answers them all.
+Beside it, the framework's own: request validation (names the field), HTTPException (an
+unknown route, a wrong method), a body over the limit (413), and anything unexpected (a 500
+with no internals in it, and a log line with them).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -37,25 +41,23 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
-def _field(loc: Any) -> str:
-    return ".".join(str(part) for part in loc) or "body"
+def _fields(errors: Sequence[Any]) -> list[dict[str, str]]:
+    """Pydantic-style errors (``loc``, ``msg``) as the problem's ``errors``: field, message."""
+    return [
+        {"field": ".".join(str(p) for p in e.get("loc", ())) or "body", "message": e.get("msg", "")}
+        for e in errors
+    ]
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(SagaError)
     async def saga_error(request: Request, exc: SagaError) -> JSONResponse:
-        extra: dict[str, Any] = {}
-        if isinstance(exc, InvalidRequest):
-            extra["errors"] = [
-                {"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors
-            ]
+        extra = {"errors": _fields(exc.errors)} if isinstance(exc, InvalidRequest) else {}
         return problem(exc.http_status, exc.code, exc.message, **extra)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()
-        ]
+        errors = _fields(exc.errors())
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "invalid_request", detail, errors=errors)
 

@@ -377,11 +377,11 @@ async def test_readiness_reports_an_unreachable_database(
         database_url=url, temporal_address=dev_env.client.service_client.config.target_host
     )
     from api.metrics import ApiMetrics
-    from api.runtime import Runtime
+    from api.service import SagaService
     from engine import SagaClient
 
-    runtime = Runtime(settings, SagaClient(dev_env.client), SagaStore(url), ApiMetrics())
-    app = create_app(settings, runtime=runtime)
+    service = SagaService(settings, SagaClient(dev_env.client), SagaStore(url), ApiMetrics())
+    app = create_app(settings, service=service)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
         ready = await c.get("/readyz")
     assert ready.status_code == 503

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from api.runtime import RuntimeDep
+from api.deps import ServiceDep
 
 router = APIRouter(tags=["health"])
 
@@ -20,19 +20,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "Temporal or the database is unreachable"}})
-async def readyz(runtime: RuntimeDep) -> JSONResponse:
+async def readyz(service: ServiceDep) -> JSONResponse:
     """Temporal and the database answer."""
-    checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(runtime.sagas.client.service_client.check_health(), timeout=3)
-        checks["temporal"] = "ok"
-    except Exception as exc:
-        checks["temporal"] = f"unreachable: {type(exc).__name__}"
-    try:
-        await asyncio.wait_for(asyncio.to_thread(runtime.store.ping), timeout=3)
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"unreachable: {type(exc).__name__}"
+    checks = await service.readiness()
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", **checks}, status_code=200 if ready else 503
@@ -44,11 +34,11 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
 )
-async def metrics(runtime: RuntimeDep) -> Response:
+async def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics: the API's, sagas in flight, the Temporal SDK's and the sagas' own."""
-    in_flight = await asyncio.to_thread(runtime.store.in_flight)
-    runtime.metrics.in_flight.clear()
+    in_flight = await asyncio.to_thread(service.store.in_flight)
+    service.metrics.in_flight.clear()
     for (saga_type, status), count in in_flight.items():
-        runtime.metrics.in_flight.labels(saga_type, status).set(count)
-    body = generate_latest(runtime.metrics.registry) + generate_latest(REGISTRY)
+        service.metrics.in_flight.labels(saga_type, status).set(count)
+    body = generate_latest(service.metrics.registry) + generate_latest(REGISTRY)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,223 @@
+"""The API's use cases: start a saga, load it, steer it, list and watch it.
+
+Routes translate HTTP to these calls and back; everything here speaks engine and API models.
+A saga is read from the store, and from Temporal (then stored) when the store does not hold
+it yet; operator actions go to the saga's workflow and are recorded in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from api.metrics import ApiMetrics
+from api.models import SagaFilters, SagaPage, SagaPublic
+from api.presenter import saga_public
+from engine import SagaAlreadyExists, SagaClient, SagaNotFound, SagaState, SagaStatus
+from engine.config import Settings
+from engine.store import OperatorAction, SagaStore, StoredSaga, read_from_temporal
+from engine.telemetry import current_trace_id
+from engine.worker import get_definition
+
+
+class Action(StrEnum):
+    """What an operator can do to a saga; the value is what the store and metrics record."""
+
+    CANCEL = "cancel"
+    APPROVE = "approve"
+    REJECT = "reject"
+    RETRY_COMPENSATIONS = "retry_compensations"
+    RESOLVE = "resolve"
+
+
+@dataclass
+class SagaService:
+    """The use cases over the Temporal client, the saga store and the API's metrics.
+
+    One per app, built by its lifespan from the settings (tests may pass their own).
+    """
+
+    settings: Settings
+    sagas: SagaClient
+    store: SagaStore
+    metrics: ApiMetrics
+
+    async def start(
+        self, saga_type: str, body: dict[str, Any], *, key: str | None
+    ) -> tuple[SagaPublic, bool]:
+        """Start a saga, or find the one ``key`` started before; (the saga, whether new)."""
+        model = get_definition(saga_type).validate_input(body)
+        input_json = model.model_dump(mode="json")
+        now, trace_id = datetime.now(UTC), current_trace_id()
+        saga_id, created = await asyncio.to_thread(
+            self.store.claim,
+            saga_id=f"{saga_type}-{uuid.uuid4()}",
+            saga_type=saga_type,
+            input=input_json,
+            key=key,
+            fingerprint=fingerprint(saga_type, input_json),
+            trace_id=trace_id,
+            created_at=now,
+        )
+        try:
+            # Also for a repeated key: the first request may have died between claim and start.
+            await self.sagas.start(saga_type, model, saga_id=saga_id)
+        except SagaAlreadyExists:
+            pass
+        except Exception:
+            if created:
+                await asyncio.to_thread(self.store.forget, saga_id, key)
+            raise
+        if not created:
+            return await self.show(saga_id), False
+        self.metrics.started.labels(saga_type).inc()
+        # What the store now holds, without reading it back: the start path stays short.
+        state = SagaState(
+            id=saga_id,
+            type=saga_type,
+            status=SagaStatus.RUNNING,
+            input=input_json,
+            started_at=now,
+            updated_at=now,
+        )
+        return self.present(StoredSaga(state, trace_id, now, revision=0)), True
+
+    async def load(self, saga_id: str) -> StoredSaga:
+        """The saga from the store; from Temporal (and then stored) if the store lacks it."""
+        found = await asyncio.to_thread(self.store.get, saga_id)
+        if found is not None:
+            return found
+        live = await read_from_temporal(self.sagas.client, saga_id)
+        if live is None:
+            raise SagaNotFound(f"no saga with id {saga_id!r}")
+        await asyncio.to_thread(self.store.apply, [live])
+        found = await asyncio.to_thread(self.store.get, saga_id)
+        assert found is not None
+        return found
+
+    async def show(self, saga_id: str, *, fresher: SagaState | None = None) -> SagaPublic:
+        """The saga resource; ``fresher`` is a state just returned by the saga itself."""
+        stored = await self.load(saga_id)
+        actions = await asyncio.to_thread(self.store.actions, saga_id)
+        return self.present(stored, actions, fresher=fresher)
+
+    async def page(self, filters: SagaFilters) -> SagaPage:
+        """A page of sagas, newest first."""
+        page = await asyncio.to_thread(
+            self.store.page,
+            saga_type=filters.type,
+            status=filters.status.value if filters.status else None,
+            created_after=filters.created_after,
+            created_before=filters.created_before,
+            limit=filters.limit,
+            cursor=filters.cursor,
+        )
+        return SagaPage(
+            items=[self.present(item) for item in page.items], next_cursor=page.next_cursor
+        )
+
+    async def steer(
+        self,
+        saga_id: str,
+        action: Action,
+        *,
+        by: str,
+        step: str | None = None,
+        reason: str | None = None,
+    ) -> SagaPublic:
+        """Send an operator's action to the saga, record it, and answer the saga after it.
+
+        ``reason`` is the cancel reason, the decision's comment or the resolution; for a
+        decision, the step recorded is the one that it was for.
+        """
+        await self.load(saga_id)  # 404 for an unknown saga before Temporal is asked
+        state = await self._send(saga_id, action, by=by, step=step, reason=reason)
+        if action in (Action.APPROVE, Action.REJECT):
+            step = _decided(state)
+        await asyncio.to_thread(
+            self.store.record_action, saga_id, action.value, actor=by, step=step, reason=reason
+        )
+        self.metrics.actions.labels(action.value).inc()
+        return await self.show(saga_id, fresher=state)
+
+    async def _send(
+        self, saga_id: str, action: Action, *, by: str, step: str | None, reason: str | None
+    ) -> SagaState:
+        match action:
+            case Action.CANCEL:
+                assert reason is not None, "a cancellation has a reason"
+                return await self.sagas.cancel(saga_id, reason=reason, by=by)
+            case Action.APPROVE:
+                return await self.sagas.approve(saga_id, by=by, comment=reason)
+            case Action.REJECT:
+                return await self.sagas.reject(saga_id, by=by, comment=reason)
+            case Action.RETRY_COMPENSATIONS:
+                return await self.sagas.retry_compensations(saga_id)
+            case Action.RESOLVE:
+                assert step is not None, "a resolution names the step"
+                assert reason is not None, "a resolution has a reason"
+                return await self.sagas.resolve(saga_id, step, reason=reason, by=by)
+
+    async def watch(self, saga_id: str) -> AsyncGenerator[SagaPublic | None, None]:
+        """The saga each time it changes, until it ends; None for each look that saw no change.
+
+        Bounded by ``events_max_seconds``; looks every ``events_poll_seconds``.
+        """
+        ends = time.monotonic() + self.settings.events_max_seconds
+        last_seen = None
+        while time.monotonic() < ends:
+            stored = await self.load(saga_id)
+            seen = (stored.revision, stored.state.status, stored.state.updated_at)
+            if seen == last_seen:
+                yield None
+            else:
+                last_seen = seen
+                yield self.present(stored, await asyncio.to_thread(self.store.actions, saga_id))
+                if stored.state.status.is_final:
+                    return
+            await asyncio.sleep(self.settings.events_poll_seconds)
+
+    async def readiness(self) -> dict[str, str]:
+        """Whether Temporal and the database answer within 3 s: "ok" or why not, by name."""
+        return {
+            "temporal": await _check(self.sagas.client.service_client.check_health()),
+            "database": await _check(asyncio.to_thread(self.store.ping)),
+        }
+
+    def present(
+        self,
+        stored: StoredSaga,
+        actions: Sequence[OperatorAction] = (),
+        *,
+        fresher: SagaState | None = None,
+    ) -> SagaPublic:
+        """The saga resource, with this API's links."""
+        return saga_public(stored, actions, settings=self.settings, fresher=fresher)
+
+
+def fingerprint(saga_type: str, input: Any) -> str:
+    """What an idempotency key is bound to: the saga type and its input, canonical JSON."""
+    canonical = json.dumps([saga_type, input], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _decided(state: SagaState) -> str | None:
+    """The step that the decision just returned in ``state`` was for: the latest decided."""
+    decided = [(s.approval.at, s.name) for s in state.steps if s.approval and s.approval.at]
+    return max(decided)[1] if decided else None
+
+
+async def _check(answer: Awaitable[object]) -> str:
+    try:
+        await asyncio.wait_for(answer, timeout=3)
+    except Exception as exc:
+        return f"unreachable: {type(exc).__name__}"
+    return "ok"
