@@ -40,10 +40,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, select
 
 from engine._errors import InvalidCursor, KeyConflict
-from engine._state import SagaState, SagaStatus, StepState
+from engine._state import FINAL_STATUSES, SagaState, SagaStatus, StepState
 
 T = TypeVar("T")
-FINAL_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED})
 
 
 def _now() -> datetime:
