@@ -22,7 +22,8 @@ from sqlalchemy import MetaData
 from temporalio.testing import WorkflowEnvironment
 
 from engine import SagaClient, SagaState, SagaStatus, StepState, StepStatus, build_worker
-from engine._store import TABLES, with_driver
+from engine._store import with_driver
+from engine._store_tables import TABLES
 from engine.store import InvalidCursor, KeyConflict, Projector, SagaStore
 from tests.support import ledger
 from tests.support.postgres import create_database
