@@ -6,7 +6,8 @@ and operator actions. SQLite by default, PostgreSQL by URL; the schema is manage
 (``engine/migrations``) and :meth:`SagaStore.migrate` brings a database up to date.
 
 This module is the store's interface: :class:`SagaStore` and the values it returns. The tables
-are in ``_store_tables``, the list cursor in ``_cursor``.
+are in ``_store_tables``, the snapshot upsert in ``_store_upsert``, the list cursor in
+``_cursor``.
 
 A snapshot carries a *revision* (the saga's history length when it was taken): the store keeps
 the newest, so a late write from a worker that lost the saga never rolls a saga back.
@@ -20,17 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, event, func, insert, text, update
+from sqlalchemy import Connection, Engine, event, func, insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, create_engine, delete, select
 
+from engine import _store_upsert
 from engine._cursor import decode_cursor, encode_cursor
 from engine._errors import KeyConflict
 from engine._state import FINAL_STATUSES, SagaState, SagaStatus, StepState
 from engine._store_tables import (
     IDEMPOTENCY_KEYS,
     SAGAS,
-    STEPS,
     IdempotencyKeyRow,
     OperatorActionRow,
     SagaRow,
@@ -38,6 +39,7 @@ from engine._store_tables import (
     aware,
     now,
 )
+from engine._store_upsert import Snapshot
 
 
 @dataclass(frozen=True)
@@ -190,70 +192,16 @@ class SagaStore:
 
     # ----------------------------------------------------------- projection
 
-    def apply(self, snapshots: Sequence[tuple[SagaState | dict[str, Any], int]]) -> int:
+    def apply(self, snapshots: Sequence[Snapshot]) -> int:
         """Write saga snapshots (state or its JSON form, revision) in one transaction.
 
-        Snapshots older than what is stored are skipped; returns how many were written. SQL
-        Core, not the ORM: this is the workers' hot path.
+        Snapshots not newer than what is stored are skipped; returns how many were written.
+        One upsert for the whole batch (see ``_store_upsert``): this is the workers' hot path.
         """
-        latest: dict[str, tuple[dict[str, Any], int]] = {}
-        for snapshot, revision in snapshots:
-            data = snapshot.model_dump(mode="json") if isinstance(snapshot, SagaState) else snapshot
-            known = latest.get(data["id"])
-            if known is None or known[1] <= revision:
-                latest[data["id"]] = (data, revision)
-        if not latest:
+        if not snapshots:
             return 0
-        sagas, steps = SAGAS, STEPS
-
-        def work(conn: Connection) -> int:
-            query = select(sagas.c.id, sagas.c.revision).where(sagas.c.id.in_(list(latest)))
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
-            stored: dict[str, int] = {row[0]: row[1] for row in conn.execute(query)}
-            fresh = [(d, r) for i, (d, r) in latest.items() if stored.get(i, -1) <= r]
-            if not fresh:
-                return 0
-            rows = [_saga_values(d, r) for d, r in fresh]
-            new = [row for row in rows if row["id"] not in stored]
-            if new:
-                conn.execute(insert(sagas), new)
-            changed = [row for row in rows if row["id"] in stored]
-            for with_input in (True, False):  # a saga failed at the Temporal level has no input
-                group = [r for r in changed if (r["input"] is not None) is with_input]
-                if group:
-                    columns = [
-                        c
-                        for c in group[0]
-                        if c not in ("id", "created_at") and (with_input or c != "input")
-                    ]
-                    statement = (
-                        update(sagas)
-                        .where(sagas.c.id == bindparam("_id"))
-                        .values({c: bindparam(c) for c in columns})
-                    )
-                    conn.execute(
-                        statement, [{"_id": r["id"], **{c: r[c] for c in columns}} for r in group]
-                    )
-            ids = [d["id"] for d, _ in fresh]
-            conn.execute(delete(steps).where(steps.c.saga_id.in_(ids)))
-            step_rows = [
-                {"saga_id": d["id"], "position": n, "name": step["name"], "state": step}
-                for d, _ in fresh
-                for n, step in enumerate(d.get("steps") or [])
-            ]
-            if step_rows:
-                conn.execute(insert(steps), step_rows)
-            return len(fresh)
-
-        for attempt in range(3):
-            try:
-                with self.engine.begin() as conn:
-                    return work(conn)
-            except IntegrityError:  # another writer inserted one of these sagas meanwhile
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        with self.engine.begin() as conn:
+            return _store_upsert.write(conn, snapshots)
 
     def unfinished(self, *, updated_before: datetime, limit: int = 500) -> list[str]:
         """Ids of sagas the store does not hold as finished, not updated since a moment."""
@@ -364,23 +312,6 @@ class SagaStore:
                 .order_by(col(OperatorActionRow.id))
             ).all()
             return [OperatorAction(r.action, r.step, r.actor, r.reason, aware(r.at)) for r in rows]
-
-
-def _saga_values(data: dict[str, Any], revision: int) -> dict[str, Any]:
-    return {
-        "id": data["id"],
-        "type": data["type"],
-        "status": data["status"],
-        "input": data.get("input"),
-        "result": data.get("result"),
-        "error": data.get("error"),
-        "cancel_reason": data.get("cancel_reason"),
-        "awaiting_approval": list(data.get("awaiting_approval") or []),
-        "past_pivot": bool(data.get("past_pivot")),
-        "revision": revision,
-        "updated_at": datetime.fromisoformat(data["updated_at"]),
-        "created_at": datetime.fromisoformat(data["started_at"]),
-    }
 
 
 def _sqlite_pragmas(conn: Any, _record: Any) -> None:
