@@ -36,6 +36,7 @@ from engine._errors import (
     TemporalUnavailable,
 )
 from engine._state import (
+    FINAL_STATUSES,
     CancelRequest,
     DecisionRequest,
     ResolveRequest,
@@ -293,15 +294,7 @@ class SagaClient:
 
 
 # Where a saga stops on its own: finished, or waiting for a person.
-_SETTLED = frozenset(
-    {
-        SagaStatus.COMPLETED,
-        SagaStatus.COMPENSATED,
-        SagaStatus.FAILED,
-        SagaStatus.COMPENSATION_FAILED,
-        SagaStatus.AWAITING_APPROVAL,
-    }
-)
+_SETTLED = FINAL_STATUSES | {SagaStatus.COMPENSATION_FAILED, SagaStatus.AWAITING_APPROVAL}
 
 
 def _condition(

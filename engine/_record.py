@@ -21,20 +21,20 @@ from typing import Any
 from temporalio import workflow
 
 from engine import _metrics, _projection
-from engine._state import CancelRequest, SagaState, SagaStatus, StepState, StepStatus
+from engine._state import (
+    FINAL_STATUSES,
+    CancelRequest,
+    SagaState,
+    SagaStatus,
+    StepState,
+    StepStatus,
+)
 from engine._step import Step
 from engine._step_info import idempotency_key_for
 
 # Statuses counted by the sagas_ended metric: the final ones, and compensation_failed (the
 # saga stays open, but an operator must act).
-COUNTED_STATUSES = frozenset(
-    {
-        SagaStatus.COMPLETED,
-        SagaStatus.COMPENSATED,
-        SagaStatus.FAILED,
-        SagaStatus.COMPENSATION_FAILED,
-    }
-)
+COUNTED_STATUSES = FINAL_STATUSES | {SagaStatus.COMPENSATION_FAILED}
 
 
 class SagaRecord:

@@ -24,7 +24,13 @@ class SagaStatus(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED)
+        """The saga has ended and will not change again (see :data:`FINAL_STATUSES`)."""
+        return self in FINAL_STATUSES
+
+
+#: The statuses a saga ends in. ``compensation_failed`` is not one of them: such a saga stays
+#: open and waits for an operator.
+FINAL_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED})
 
 
 class StepStatus(StrEnum):

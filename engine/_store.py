@@ -5,115 +5,47 @@ the workers as sagas change, see ``_projection``) plus what only the API knows: 
 and operator actions. SQLite by default, PostgreSQL by URL; the schema is managed by Alembic
 (``engine/migrations``) and :meth:`SagaStore.migrate` brings a database up to date.
 
+This module is the store's interface: :class:`SagaStore` and the values it returns. The tables
+are in ``_store_tables``, the snapshot upsert in ``_store_upsert``, the list cursor in
+``_cursor``.
+
 A snapshot carries a *revision* (the saga's history length when it was taken): the store keeps
 the newest, so a late write from a worker that lost the saga never rolls a saga back.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    Connection,
-    DateTime,
-    Engine,
-    Index,
-    Text,
-    bindparam,
-    event,
-    func,
-    insert,
-    text,
-    update,
-)
+from sqlalchemy import Connection, Engine, event, func, insert, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, select
+from sqlmodel import Session, col, create_engine, delete, select
 
-from engine._errors import InvalidCursor, KeyConflict
-from engine._state import SagaState, SagaStatus, StepState
-
-T = TypeVar("T")
-FINAL_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED})
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class SagaRow(SQLModel, table=True):
-    __tablename__ = "sagas"
-    __table_args__ = (
-        Index("ix_sagas_created", "created_at", "id"),
-        Index("ix_sagas_type_created", "type", "created_at", "id"),
-        Index("ix_sagas_status_created", "status", "created_at", "id"),
-    )
-
-    id: str = Field(primary_key=True, max_length=200)
-    type: str = Field(max_length=100)
-    status: str = Field(max_length=30)
-    input: Any = Field(default=None, sa_column=Column(JSON))
-    result: Any = Field(default=None, sa_column=Column(JSON))
-    error: str | None = Field(default=None, sa_type=Text)
-    cancel_reason: str | None = Field(default=None, sa_type=Text)
-    awaiting_approval: list[str] = Field(default_factory=list, sa_column=Column(JSON))
-    past_pivot: bool = False
-    trace_id: str | None = Field(default=None, max_length=32)
-    #: History length of the snapshot this row holds; 0 until a worker has written it.
-    revision: int = 0
-    created_at: datetime = Field(default_factory=_now, sa_type=DateTime(timezone=True))
-    updated_at: datetime = Field(default_factory=_now, sa_type=DateTime(timezone=True))
-
-
-class StepRow(SQLModel, table=True):
-    __tablename__ = "saga_steps"
-
-    saga_id: str = Field(primary_key=True, foreign_key="sagas.id", max_length=200)
-    position: int = Field(primary_key=True)
-    name: str = Field(max_length=200)
-    #: The whole step state (status, attempts, times, error, compensation, approval, output).
-    state: Any = Field(sa_column=Column(JSON, nullable=False))
-
-
-class IdempotencyKeyRow(SQLModel, table=True):
-    __tablename__ = "idempotency_keys"
-
-    key: str = Field(primary_key=True, max_length=300)
-    saga_id: str = Field(max_length=200)
-    #: sha256 of the saga type and the canonical JSON of the validated input.
-    fingerprint: str = Field(max_length=64)
-    created_at: datetime = Field(default_factory=_now, sa_type=DateTime(timezone=True))
-
-
-class OperatorActionRow(SQLModel, table=True):
-    __tablename__ = "operator_actions"
-
-    id: int | None = Field(default=None, primary_key=True)
-    saga_id: str = Field(index=True, max_length=200)
-    action: str = Field(max_length=30)
-    step: str | None = Field(default=None, max_length=200)
-    actor: str | None = Field(default=None, max_length=200)
-    reason: str | None = Field(default=None, sa_type=Text)
-    at: datetime = Field(default_factory=_now, sa_type=DateTime(timezone=True))
-
-
-TABLES = [
-    SQLModel.metadata.tables[t]
-    for t in ("sagas", "saga_steps", "idempotency_keys", "operator_actions")
-]
+from engine import _store_upsert
+from engine._cursor import decode_cursor, encode_cursor
+from engine._errors import KeyConflict
+from engine._state import FINAL_STATUSES, SagaState, SagaStatus, StepState
+from engine._store_tables import (
+    IDEMPOTENCY_KEYS,
+    SAGAS,
+    IdempotencyKeyRow,
+    OperatorActionRow,
+    SagaRow,
+    StepRow,
+    aware,
+    now,
+)
+from engine._store_upsert import Snapshot
 
 
 @dataclass(frozen=True)
 class StoredSaga:
+    """A saga as the store holds it: its state, trace, creation time and revision."""
+
     state: SagaState
     trace_id: str | None
     created_at: datetime
@@ -122,6 +54,8 @@ class StoredSaga:
 
 @dataclass(frozen=True)
 class OperatorAction:
+    """An operator's action on a saga (cancel, resolve...), kept for the record."""
+
     action: str
     step: str | None
     actor: str | None
@@ -131,13 +65,10 @@ class OperatorAction:
 
 @dataclass(frozen=True)
 class Page:
+    """One page of a listing; ``next_cursor`` is None on the last."""
+
     items: list[StoredSaga]
     next_cursor: str | None
-
-
-def default_url(data_dir: Path) -> str:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{data_dir / 'sagas.sqlite'}"
 
 
 def with_driver(url: str) -> str:
@@ -206,9 +137,8 @@ class SagaStore:
         Returns (saga id, created). With a key seen before and the same fingerprint, the saga
         it started; with another fingerprint, KeyConflict.
         """
-
-        keys, sagas = IdempotencyKeyRow.__table__, SagaRow.__table__  # type: ignore[attr-defined]
-        at = created_at or _now()
+        keys, sagas = IDEMPOTENCY_KEYS, SAGAS
+        at = created_at or now()
 
         def work(conn: Connection) -> tuple[str, bool]:
             if key is not None:
@@ -262,70 +192,16 @@ class SagaStore:
 
     # ----------------------------------------------------------- projection
 
-    def apply(self, snapshots: Sequence[tuple[SagaState | dict[str, Any], int]]) -> int:
+    def apply(self, snapshots: Sequence[Snapshot]) -> int:
         """Write saga snapshots (state or its JSON form, revision) in one transaction.
 
-        Snapshots older than what is stored are skipped; returns how many were written. SQL
-        Core, not the ORM: this is the workers' hot path.
+        Snapshots not newer than what is stored are skipped; returns how many were written.
+        One upsert for the whole batch (see ``_store_upsert``): this is the workers' hot path.
         """
-        latest: dict[str, tuple[dict[str, Any], int]] = {}
-        for snapshot, revision in snapshots:
-            data = snapshot.model_dump(mode="json") if isinstance(snapshot, SagaState) else snapshot
-            known = latest.get(data["id"])
-            if known is None or known[1] <= revision:
-                latest[data["id"]] = (data, revision)
-        if not latest:
+        if not snapshots:
             return 0
-        sagas, steps = SagaRow.__table__, StepRow.__table__  # type: ignore[attr-defined]
-
-        def work(conn: Connection) -> int:
-            query = select(sagas.c.id, sagas.c.revision).where(sagas.c.id.in_(list(latest)))
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
-            stored: dict[str, int] = {row[0]: row[1] for row in conn.execute(query)}
-            fresh = [(d, r) for i, (d, r) in latest.items() if stored.get(i, -1) <= r]
-            if not fresh:
-                return 0
-            rows = [_saga_values(d, r) for d, r in fresh]
-            new = [row for row in rows if row["id"] not in stored]
-            if new:
-                conn.execute(insert(sagas), new)
-            changed = [row for row in rows if row["id"] in stored]
-            for with_input in (True, False):  # a saga failed at the Temporal level has no input
-                group = [r for r in changed if (r["input"] is not None) is with_input]
-                if group:
-                    columns = [
-                        c
-                        for c in group[0]
-                        if c not in ("id", "created_at") and (with_input or c != "input")
-                    ]
-                    statement = (
-                        update(sagas)
-                        .where(sagas.c.id == bindparam("_id"))
-                        .values({c: bindparam(c) for c in columns})
-                    )
-                    conn.execute(
-                        statement, [{"_id": r["id"], **{c: r[c] for c in columns}} for r in group]
-                    )
-            ids = [d["id"] for d, _ in fresh]
-            conn.execute(delete(steps).where(steps.c.saga_id.in_(ids)))
-            step_rows = [
-                {"saga_id": d["id"], "position": n, "name": step["name"], "state": step}
-                for d, _ in fresh
-                for n, step in enumerate(d.get("steps") or [])
-            ]
-            if step_rows:
-                conn.execute(insert(steps), step_rows)
-            return len(fresh)
-
-        for attempt in range(3):
-            try:
-                with self.engine.begin() as conn:
-                    return work(conn)
-            except IntegrityError:  # another writer inserted one of these sagas meanwhile
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        with self.engine.begin() as conn:
+            return _store_upsert.write(conn, snapshots)
 
     def unfinished(self, *, updated_before: datetime, limit: int = 500) -> list[str]:
         """Ids of sagas the store does not hold as finished, not updated since a moment."""
@@ -435,35 +311,7 @@ class SagaStore:
                 .where(col(OperatorActionRow.saga_id) == saga_id)
                 .order_by(col(OperatorActionRow.id))
             ).all()
-            return [OperatorAction(r.action, r.step, r.actor, r.reason, _aware(r.at)) for r in rows]
-
-    # -------------------------------------------------------------- helpers
-
-    def _retry_race(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in a fresh session, once more if a concurrent insert won a race."""
-        try:
-            with self.session() as s:
-                return work(s)
-        except IntegrityError:
-            with self.session() as s:
-                return work(s)
-
-
-def _saga_values(data: dict[str, Any], revision: int) -> dict[str, Any]:
-    return {
-        "id": data["id"],
-        "type": data["type"],
-        "status": data["status"],
-        "input": data.get("input"),
-        "result": data.get("result"),
-        "error": data.get("error"),
-        "cancel_reason": data.get("cancel_reason"),
-        "awaiting_approval": list(data.get("awaiting_approval") or []),
-        "past_pivot": bool(data.get("past_pivot")),
-        "revision": revision,
-        "updated_at": datetime.fromisoformat(data["updated_at"]),
-        "created_at": datetime.fromisoformat(data["started_at"]),
-    }
+            return [OperatorAction(r.action, r.step, r.actor, r.reason, aware(r.at)) for r in rows]
 
 
 def _sqlite_pragmas(conn: Any, _record: Any) -> None:
@@ -483,24 +331,6 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None:
-        return None
-    return json.loads(json.dumps(value, default=_default))
-
-
-def _default(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    if dump is not None:
-        return dump(mode="json")
-    return str(value)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite gives naive datetimes back; everything we store is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _stored(row: SagaRow, steps: list[StepRow]) -> StoredSaga:
     state = SagaState(
         id=row.id,
@@ -513,24 +343,7 @@ def _stored(row: SagaRow, steps: list[StepRow]) -> StoredSaga:
         cancel_reason=row.cancel_reason,
         awaiting_approval=list(row.awaiting_approval or []),
         past_pivot=row.past_pivot,
-        started_at=_aware(row.created_at),
-        updated_at=_aware(row.updated_at),
+        started_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
     )
-    return StoredSaga(state, row.trace_id, _aware(row.created_at), row.revision)
-
-
-def encode_cursor(created_at: datetime, saga_id: str) -> str:
-    raw = json.dumps([_aware(created_at).isoformat(), saga_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, saga_id = json.loads(raw)
-        when = datetime.fromisoformat(at)
-        if not isinstance(saga_id, str):
-            raise TypeError
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise InvalidCursor("cursor: not a cursor this API returned") from None
-    return _aware(when), saga_id
+    return StoredSaga(state, row.trace_id, aware(row.created_at), row.revision)

@@ -6,14 +6,8 @@ reads it to list and show sagas and writes idempotency keys and operator actions
 
 from engine._errors import InvalidCursor, KeyConflict
 from engine._projection import Projector, read_from_temporal
-from engine._store import (
-    FINAL_STATUSES,
-    OperatorAction,
-    Page,
-    SagaStore,
-    StoredSaga,
-    with_driver,
-)
+from engine._state import FINAL_STATUSES
+from engine._store import OperatorAction, Page, SagaStore, StoredSaga, with_driver
 
 __all__ = [
     "FINAL_STATUSES",

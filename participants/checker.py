@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import httpx
 
 from engine import SagaState, SagaStatus, StepStatus
+from engine.store import FINAL_STATUSES
 
 #: Which participant collection each shipped saga's step writes to.
 STEP_RECORDS: dict[str, tuple[str, str]] = {
@@ -30,12 +31,8 @@ STEP_RECORDS: dict[str, tuple[str, str]] = {
     "send_invoice": ("notifications", "messages"),
 }
 ACTIVE = frozenset({"reserved", "charged", "authorized", "captured", "shipped", "sent"})
-CHECKED = (
-    SagaStatus.COMPLETED,
-    SagaStatus.COMPENSATED,
-    SagaStatus.FAILED,
-    SagaStatus.COMPENSATION_FAILED,
-)
+#: The statuses the checker judges: the final ones, and compensation_failed (parked).
+CHECKED = FINAL_STATUSES | {SagaStatus.COMPENSATION_FAILED}
 
 
 @dataclass(frozen=True)

@@ -8,21 +8,24 @@ the reconciler repairs what a lost worker never wrote.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
 from temporalio.testing import WorkflowEnvironment
 
 from engine import SagaClient, SagaState, SagaStatus, StepState, StepStatus
-from engine._store import TABLES, with_driver
+from engine._store import with_driver
+from engine._store_tables import TABLES
 from engine.store import InvalidCursor, KeyConflict, Projector, SagaStore
 from engine.worker import build_worker
 from tests.support import ledger
@@ -57,6 +60,21 @@ def claim(
 ) -> tuple[str, bool]:
     return store.claim(saga_id=saga_id, saga_type="t", input={"n": 1}, key=key, fingerprint=fp,
                        trace_id=None)  # fmt: skip
+
+
+def step(saga_id: str, name: str) -> StepState:
+    return StepState(name=name, kind="compensatable", idempotency_key=f"{saga_id}/{name}")
+
+
+def _statements(store: SagaStore) -> list[str]:
+    """The SQL statements the store sends to the database from now on."""
+    seen: list[str] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def record(conn: object, cursor: object, sql: str, *args: object) -> None:
+        seen.append(" ".join(sql.split()))
+
+    return seen
 
 
 class TestSchema:
@@ -145,6 +163,69 @@ class TestSnapshots:
         stored = store.get("cli-started")
         assert stored is not None
         assert stored.state.input == {"n": 1}
+
+    def test_one_upsert_writes_the_newest_snapshot_of_each_saga(self, store: SagaStore) -> None:
+        store.apply([(state("s-1", SagaStatus.COMPENSATING, steps=[step("s-1", "a")]), 5),
+                     (state("s-5", SagaStatus.RUNNING), 1)])  # fmt: skip
+        batch: list[tuple[SagaState | dict[str, Any], int]] = [
+            (state("s-1", SagaStatus.RUNNING), 3),  # older than the stored one
+            (state("s-5", SagaStatus.COMPLETED, steps=[step("s-5", "a")]), 2),  # newer
+            (state("s-2", SagaStatus.RUNNING, steps=[step("s-2", "a")]), 4),
+            (state("s-2", SagaStatus.COMPLETED, steps=[step("s-2", "a"), step("s-2", "b")]), 8),
+            (state("s-2", SagaStatus.COMPENSATING), 6),  # older than the one before it
+            (state("s-3", SagaStatus.AWAITING_APPROVAL), 2),
+            (state("s-3", SagaStatus.AWAITING_APPROVAL), 2),  # the same again
+            (state("s-4", SagaStatus.FAILED, error="boom").model_dump(mode="json"), 7),
+        ]
+        statements = _statements(store)
+        assert store.apply(batch) == 4
+        on_sagas = [sql for sql in statements if re.search(r"\bsagas\b", sql)]
+        assert len(on_sagas) == 1, on_sagas
+        assert on_sagas[0].startswith("INSERT INTO sagas")
+        assert "ON CONFLICT (id) DO UPDATE" in on_sagas[0]
+        found = {i: store.get(i) for i in ("s-1", "s-2", "s-3", "s-4", "s-5")}
+        assert {i: (s.state.status, s.revision) for i, s in found.items() if s} == {
+            "s-1": (SagaStatus.COMPENSATING, 5),
+            "s-2": (SagaStatus.COMPLETED, 8),
+            "s-3": (SagaStatus.AWAITING_APPROVAL, 2),
+            "s-4": (SagaStatus.FAILED, 7),
+            "s-5": (SagaStatus.COMPLETED, 2),
+        }
+        assert {i: [x.name for x in s.state.steps] for i, s in found.items() if s} == {
+            "s-1": ["a"],
+            "s-2": ["a", "b"],
+            "s-3": [],
+            "s-4": [],
+            "s-5": ["a"],
+        }
+
+    def test_writing_a_snapshot_again_changes_nothing(self, store: SagaStore) -> None:
+        snapshot = state("s-1", SagaStatus.RUNNING, steps=[step("s-1", "a")])
+        assert store.apply([(snapshot, 4)]) == 1
+        assert store.apply([(snapshot, 4)]) == 0
+        older = state("s-1", SagaStatus.RUNNING, steps=[step("s-1", "x"), step("s-1", "y")])
+        assert store.apply([(older, 3)]) == 0
+        stored = store.get("s-1")
+        assert stored is not None
+        assert (stored.revision, [x.name for x in stored.state.steps]) == (4, ["a"])
+
+    def test_a_newer_snapshot_keeps_what_only_the_api_knows(self, store: SagaStore) -> None:
+        """The claim's creation time and trace id stay; a snapshot without input keeps it."""
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        store.claim(saga_id="s-1", saga_type="t", input={"n": 1}, key=None, fingerprint="f",
+                    trace_id="ab" * 16, created_at=at)  # fmt: skip
+        store.apply([(state("s-1", SagaStatus.RUNNING, steps=[step("s-1", "a")]), 3)])
+        # What the reconciler reads of a saga that failed at the Temporal level.
+        failed = state("s-1", SagaStatus.FAILED, error="terminated").model_copy(
+            update={"input": None}
+        )
+        assert store.apply([(failed, 9)]) == 1
+        stored = store.get("s-1")
+        assert stored is not None
+        assert (stored.state.status, stored.state.error) == (SagaStatus.FAILED, "terminated")
+        assert stored.state.input == {"n": 1}
+        assert stored.state.steps == []
+        assert (stored.trace_id, stored.created_at) == ("ab" * 16, at)
 
 
 class TestListing:

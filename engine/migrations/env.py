@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from engine._store import TABLES
+from engine._store_tables import TABLES
 
 target_metadata = TABLES[0].metadata
 config = context.config
