@@ -10,13 +10,14 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api import openapi, problems
 from api.auth import parse_keys, require_key
 from api.limits import BodyLimit
 from api.metrics import ApiMetrics, MeasureRequests
-from api.routes import health, saga_types, sagas
+from api.routes import codec, health, saga_types, sagas
 from api.service import SagaService
 from engine import SagaClient, SagaError, connect
 from engine.config import Settings
@@ -56,7 +57,9 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
         if tracer_provider is not None:
             trace_engine(store.engine, tracer_provider)
         connection = settings.temporal_connection()
-        client = await connect(connection, runtime=temporal_runtime())
+        client = await connect(
+            connection, runtime=temporal_runtime(), data_converter=settings.data_converter()
+        )
         sagas = SagaClient(client, task_queue=settings.task_queue)
         # Links into the Temporal UI name the namespace the connection resolved to.
         resolved = settings.model_copy(update={"namespace": connection.namespace})
@@ -81,8 +84,18 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
     authenticated = [Depends(require_key)]
     app.include_router(sagas.router, dependencies=authenticated)
     app.include_router(saga_types.router, dependencies=authenticated)
+    app.include_router(codec.router, dependencies=authenticated)
     app.include_router(health.router)
     app.add_middleware(MeasureRequests, metrics=metrics)
+    # The Temporal UI calls the codec routes from the browser, on its own origin.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins(),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+        allow_credentials=True,
+        max_age=600,
+    )
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
     if tracer_provider is not None:
         # Probes and scrapes would be most of the spans and tell nothing about sagas.

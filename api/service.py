@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from temporalio.converter import PayloadCodec
+
 from api.metrics import ApiMetrics
 from api.models import SagaFilters, SagaPage, SagaPublic
 from api.presenter import saga_public
@@ -49,6 +51,11 @@ class SagaService:
     sagas: SagaClient
     store: SagaStore
     metrics: ApiMetrics
+
+    @property
+    def codec(self) -> PayloadCodec | None:
+        """The payload codec the engine seals with (None: no encryption key configured)."""
+        return self.sagas.client.data_converter.payload_codec
 
     async def start(
         self, saga_type: str, body: dict[str, Any], *, key: str | None

@@ -21,6 +21,7 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, TracingInterceptor
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
@@ -56,6 +57,7 @@ async def connect(
     *,
     namespace: str | None = None,
     runtime: Runtime | None = None,
+    data_converter: DataConverter | None = None,
 ) -> Client:
     """A Temporal client with the pydantic data converter the engine needs.
 
@@ -66,7 +68,8 @@ async def connect(
 
     With tracing on (:func:`engine.configure_tracing`), the client carries Temporal's
     OpenTelemetry plugin, and so do the workers built on it: the trace context travels from
-    the caller through the workflow to every activity.
+    the caller through the workflow to every activity. ``data_converter`` defaults to the one
+    the process's settings describe (sealed with ``SAGAS_ENCRYPTION_KEY``).
     """
     settings = get_settings()
     if isinstance(target, TemporalConnection):
@@ -81,7 +84,7 @@ async def connect(
         return await Client.connect(
             connection.address,
             **connection.client_options(),
-            data_converter=settings.data_converter(),
+            data_converter=data_converter or settings.data_converter(),
             **_tracing_options(),
             runtime=runtime,
         )

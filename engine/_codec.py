@@ -18,6 +18,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -85,8 +86,15 @@ class EncryptionCodec(PayloadCodec):
                     "among SAGAS_ENCRYPTION_KEY"
                 )
             nonce, body = payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:]
+            try:
+                plain = cipher.decrypt(nonce, body, key_id)
+            except InvalidTag:
+                raise EncryptionKeyError(
+                    f"payload sealed with key {key_id.decode(errors='replace')} does not open: "
+                    "it was altered, or sealed with another key"
+                ) from None
             inner = Payload()
-            inner.ParseFromString(cipher.decrypt(nonce, body, key_id))
+            inner.ParseFromString(plain)
             opened.append(inner)
         return opened
 

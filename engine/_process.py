@@ -170,7 +170,9 @@ async def run_worker(settings: Settings, sagas: Sequence[SagaDefinition[Any]]) -
     """A worker for ``sagas`` until Ctrl-C or SIGTERM, then a graceful shutdown."""
     tracing = start_tracing("sagas-worker")
     connection = settings.temporal_connection()
-    client = await connect(connection, runtime=temporal_runtime())
+    client = await connect(
+        connection, runtime=temporal_runtime(), data_converter=settings.data_converter()
+    )
     store = open_store(settings) if settings.store_enabled else None
     worker = build_worker(
         client,

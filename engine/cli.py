@@ -101,7 +101,7 @@ def load(modules: list[str] | None, settings: Settings) -> list[SagaDefinition[A
 
 
 async def client_for(settings: Settings) -> SagaClient:
-    client = await connect(settings.temporal_connection())
+    client = await connect(settings.temporal_connection(), data_converter=settings.data_converter())
     return SagaClient(client, task_queue=settings.task_queue)
 
 

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     #: Links in the saga resource.
     jaeger_url: str = "http://localhost:16686"
     temporal_ui_url: str = "http://localhost:8233"
+    #: Browser origins allowed to call the API's codec server (/codec) and the API: the
+    #: Temporal UI's; empty means SAGAS_TEMPORAL_UI_URL.
+    codec_cors_origins: Annotated[list[str], NoDecode] = []
     #: Server-sent events: how often the saga is looked at, and how long one stream may last.
     events_poll_seconds: float = Field(default=0.5, gt=0, le=10)
     events_max_seconds: float = Field(default=3600, gt=0)
@@ -149,12 +152,16 @@ class Settings(BaseSettings):
             raise ValueError("unsafe for production: " + "; ".join(unsafe))
         return self
 
-    @field_validator("modules", "api_keys", mode="before")
+    @field_validator("modules", "api_keys", "codec_cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
+
+    def cors_origins(self) -> list[str]:
+        """The origins a browser may call the API from: the Temporal UI's, by default."""
+        return self.codec_cors_origins or [self.temporal_ui_url.rstrip("/")]
 
     def store_url(self) -> str:
         if self.database_url:
