@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import tomllib
 from typing import Any
 
@@ -38,6 +39,91 @@ def settings_variables() -> set[str]:
     return {f"SAGAS_{name.upper()}" for name in Settings.model_fields}
 
 
+def script_of(service: dict[str, Any]) -> str:
+    """The script a one-shot admin-tools step runs (`/bin/sh /scripts/<name>.sh`)."""
+    return " ".join(service.get("entrypoint") or []).rsplit("/", 1)[-1]
+
+
+def depends(service: dict[str, Any], on: str) -> str | None:
+    """The condition `service` waits for on `on` (None: it does not wait for it)."""
+    condition: str | None = (service.get("depends_on") or {}).get(on, {}).get("condition")
+    return condition
+
+
+def temporal_problems(compose: dict[str, Any]) -> list[str]:
+    """Temporal as its own compose examples run it now: admin-tools set the schema up in
+    PostgreSQL, the server image runs, another admin-tools step creates the namespace."""
+    services = compose["services"]
+    problems = [
+        f"{name} runs the retired auto-setup image"
+        for name, service in services.items()
+        if "temporalio/auto-setup" in service.get("image", "")
+    ]
+    temporal = services.get("temporal", {})
+    if not temporal.get("image", "").startswith("temporalio/server:"):
+        problems.append("temporal does not run temporalio/server")
+    env = environment(temporal)
+    if (env.get("DB"), env.get("POSTGRES_SEEDS")) != ("postgres12", "postgres"):
+        problems.append("temporal does not keep its data in the postgres service")
+    steps = {
+        script_of(service): name
+        for name, service in services.items()
+        if service.get("image", "").startswith("temporalio/admin-tools:")
+    }
+    schema = steps.get("setup-schema.sh")
+    if schema is None or depends(services[schema], "postgres") != "service_healthy":
+        problems.append("no admin-tools step sets the schema up once PostgreSQL is ready")
+    elif depends(temporal, schema) != "service_completed_successfully":
+        problems.append("the server does not wait for the schema")
+    namespace = steps.get("create-namespace.sh")
+    if namespace is None or depends(services[namespace], "temporal") is None:
+        problems.append("no admin-tools step creates the namespace on the server")
+    for script in steps:
+        if not (DEPLOY / "temporal" / script).is_file():
+            problems.append(f"deploy/temporal/{script} is missing")
+    return problems
+
+
+def namespace_health_problems(compose: dict[str, Any]) -> list[str]:
+    """`temporal` is healthy only once the sagas' namespace exists, and what uses it waits."""
+    services = compose["services"]
+    step = next(s for s in services.values() if script_of(s) == "create-namespace.sh")
+    namespace = environment(step)["NAMESPACE"]
+    problems = []
+    check = " ".join(services["temporal"].get("healthcheck", {}).get("test", []))
+    if f"/api/v1/namespaces/{namespace}" not in check:
+        problems.append(f"temporal's health check does not ask for namespace {namespace!r}")
+    for name in APP_SERVICES:
+        if environment(services[name]).get("SAGAS_NAMESPACE", "default") != namespace:
+            problems.append(f"{name} uses another namespace than the one created")
+    for name in ("api", "worker", "temporal-ui"):  # what talks to Temporal
+        if depends(services[name], "temporal") != "service_healthy":
+            problems.append(f"{name} does not wait for the namespace")
+    return problems
+
+
+def published_port_problems(compose: dict[str, Any]) -> list[str]:
+    """Every published port is bound to the loopback interface only."""
+    problems = []
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+            if host_ip != "127.0.0.1":
+                problems.append(f"{name} publishes {port} beyond 127.0.0.1")
+    return problems
+
+
+def codec_problems(compose: dict[str, Any]) -> list[str]:
+    """The UI decodes payloads through the API's codec route, as the browser reaches it."""
+    services = compose["services"]
+    (api_port,) = [p for p in services["api"]["ports"] if str(p).endswith(":8000")]
+    host_port = str(api_port).split(":")[1]
+    endpoint = environment(services["temporal-ui"]).get("TEMPORAL_CODEC_ENDPOINT")
+    if endpoint != f"http://localhost:{host_port}/codec":
+        return [f"the UI's codec endpoint is {endpoint!r}"]
+    return []
+
+
 class TestCompose:
     def test_the_file_fits_the_compose_specification(self, compose: dict[str, Any]) -> None:
         schema = json.loads((ROOT / "tests" / "schemas" / "compose_spec.json").read_text())
@@ -46,14 +132,11 @@ class TestCompose:
         broken = {**compose, "services": {"api": {"image": "x", "ports": "8000"}}}
         assert list(validator.iter_errors(broken))  # the check can fail
 
-    def test_temporal_runs_on_postgresql_with_its_schema_and_ui(
+    def test_temporal_runs_on_postgresql_from_its_current_images(
         self, compose: dict[str, Any]
     ) -> None:
+        assert temporal_problems(compose) == []
         services = compose["services"]
-        temporal = environment(services["temporal"])
-        assert services["temporal"]["image"].startswith("temporalio/auto-setup:")
-        assert (temporal["DB"], temporal["POSTGRES_SEEDS"]) == ("postgres12", "postgres")
-        assert services["temporal"]["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert environment(services["temporal-ui"])["TEMPORAL_ADDRESS"] == "temporal:7233"
         for name in APP_SERVICES:
             env = environment(services[name])
@@ -61,6 +144,50 @@ class TestCompose:
             assert env["SAGAS_TEMPORAL_ADDRESS"] == "temporal:7233"
             assert "healthcheck" in services[name]
             assert services[name]["restart"] == "unless-stopped"
+        retired = yaml.safe_load(yaml.safe_dump(compose))
+        retired["services"]["temporal"]["image"] = "temporalio/auto-setup:1.28.1"
+        assert "temporal runs the retired auto-setup image" in temporal_problems(retired)
+        unordered = yaml.safe_load(yaml.safe_dump(compose))
+        del unordered["services"]["temporal"]["depends_on"]
+        assert temporal_problems(unordered) == ["the server does not wait for the schema"]
+
+    def test_the_setup_scripts_are_valid_shell(self) -> None:
+        for script in sorted((DEPLOY / "temporal").glob("*.sh")):
+            checked = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
+            assert checked.returncode == 0, checked.stderr
+
+    def test_temporal_is_healthy_once_the_namespace_exists(self, compose: dict[str, Any]) -> None:
+        assert namespace_health_problems(compose) == []
+        port_only = yaml.safe_load(yaml.safe_dump(compose))
+        port_only["services"]["temporal"]["healthcheck"]["test"] = [
+            "CMD", "nc", "-z", "localhost", "7233"
+        ]  # fmt: skip
+        assert namespace_health_problems(port_only) == [
+            "temporal's health check does not ask for namespace 'default'"
+        ]
+        hasty = yaml.safe_load(yaml.safe_dump(compose))
+        hasty["services"]["worker"]["depends_on"]["temporal"]["condition"] = "service_started"
+        assert namespace_health_problems(hasty) == ["worker does not wait for the namespace"]
+
+    def test_ports_are_published_on_loopback_only(self, compose: dict[str, Any]) -> None:
+        assert published_port_problems(compose) == []
+        assert {"api", "temporal-ui", "jaeger"} <= {
+            name for name, service in compose["services"].items() if service.get("ports")
+        }
+        open_api = yaml.safe_load(yaml.safe_dump(compose))
+        open_api["services"]["api"]["ports"] = ["8000:8000"]
+        assert published_port_problems(open_api) == ["api publishes 8000:8000 beyond 127.0.0.1"]
+        long_form = yaml.safe_load(yaml.safe_dump(compose))
+        long_form["services"]["jaeger"]["ports"] = [{"target": 16686, "published": 16686}]
+        assert published_port_problems(long_form)
+
+    def test_the_temporal_ui_decodes_through_the_api_codec_route(
+        self, compose: dict[str, Any]
+    ) -> None:
+        assert codec_problems(compose) == []
+        unwired = yaml.safe_load(yaml.safe_dump(compose))
+        del unwired["services"]["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"]
+        assert codec_problems(unwired) == ["the UI's codec endpoint is None"]
 
     def test_every_participant_database_is_created(self) -> None:
         from participants.services import participants
