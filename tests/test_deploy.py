@@ -443,11 +443,6 @@ def by_kind(kind: str, resources: list[dict[str, Any]] | None = None) -> dict[st
     return {r["metadata"]["name"]: r for r in found if r["kind"] == kind}
 
 
-def copy_of(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    copied: list[dict[str, Any]] = yaml.safe_load(yaml.safe_dump(resources))
-    return copied
-
-
 def autoscaled_replicas_problems(resources: list[dict[str, Any]]) -> list[str]:
     """An autoscaled Deployment names no `replicas`: each apply would reset the count."""
     scaled = {
