@@ -4,6 +4,10 @@ PY      := $(VENV)/bin/python
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 LOCK    := requirements-dev.lock
+# What the image installs (deploy/Dockerfile): the dependencies without the dev tools and without
+# the embedded Temporal server (the `embedded` extra).
+RUNTIME_LOCK := requirements.lock
+UV      ?= uv
 
 .DEFAULT_GOAL := help
 .PHONY: help install dev test test-all lint format typecheck lock clean bench
@@ -12,12 +16,14 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 $(PY):
-	python3 -m venv $(VENV)
+	@python3 -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "make: python3 -m venv failed; on Debian or Ubuntu: sudo apt install python3-venv"; exit 1; }
 
-# Reinstall only when the lock or the project metadata changes.
+# Reinstall only when the lock or the project metadata changes. The lock holds the build backend
+# too (setuptools, hash-checked), so the project is built without fetching anything else.
 $(STAMP): $(LOCK) pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 install: $(STAMP)  ## create .venv and install the locked dependencies
@@ -48,8 +54,16 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 typecheck: $(STAMP)  ## mypy (strict on engine/)
 	$(BIN)/mypy
 
-lock:  ## re-resolve requirements-dev.lock from pyproject.toml (needs uv)
-	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 --no-header -o $(LOCK)
+# Both locks from pyproject.toml, each with the build backend ([build-system] requires) and its
+# hashes; the runtime lock takes the dev lock's versions. Versions already locked are kept:
+# `make lock LOCK_ARGS=--upgrade` moves them to the newest allowed.
+LOCK_FLAGS     := --quiet --generate-hashes --python-version 3.11 --no-header $(LOCK_ARGS)
+BUILD_REQUIRES := python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
+
+lock:  ## re-resolve requirements-dev.lock and requirements.lock (needs uv: pip install uv)
+	@command -v $(UV) >/dev/null || { echo "make lock needs uv: pip install uv (or pipx install uv)"; exit 1; }
+	$(BUILD_REQUIRES) | $(UV) pip compile pyproject.toml - --extra dev $(LOCK_FLAGS) -o $(LOCK)
+	$(BUILD_REQUIRES) | $(UV) pip compile pyproject.toml - --constraint $(LOCK) $(LOCK_FLAGS) -o $(RUNTIME_LOCK)
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .sagas

