@@ -33,12 +33,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequen
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
-import prometheus_client
 import typer
 import uvicorn
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from temporalio.client import Client
+from temporalio.worker import Worker
 
+from engine import _worker_health as worker_health
 from engine._client import connect
 from engine._definition import SagaDefinition
 from engine._embedded import EmbeddedTemporal, embedded_temporal
@@ -154,16 +156,25 @@ def open_store(settings: Settings) -> SagaStore:
     return store
 
 
-def serve_worker_metrics(settings: Settings) -> str | None:
-    """Serve Prometheus metrics if the settings ask for it; the line that says where."""
+@contextlib.asynccontextmanager
+async def serve_worker_endpoint(
+    settings: Settings, worker: Worker, client: Client
+) -> AsyncIterator[str | None]:
+    """The worker's /healthz, /readyz and /metrics on its own loop, if the settings ask for a
+    port (``SAGAS_WORKER_METRICS_PORT``); yields the line that says where, or None."""
     host, port = settings.worker_metrics_host, settings.worker_metrics_port
     if port is None:
-        return None
+        yield None
+        return
     try:
-        prometheus_client.start_http_server(port, addr=host)
+        serving = worker_health.serving(worker_health.WorkerHealth(worker, client), host, port)
+        url = await serving.__aenter__()
     except OSError as exc:
         raise CliError(f"cannot serve worker metrics on {host}:{port}: {exc}") from None
-    return f"metrics    http://{host}:{port}/metrics"
+    try:
+        yield f"metrics    {url}/metrics (health: {url}/healthz, {url}/readyz)"
+    finally:
+        await serving.__aexit__(None, None, None)
 
 
 async def run_worker(settings: Settings, sagas: Sequence[SagaDefinition[Any]]) -> None:
@@ -193,10 +204,14 @@ async def run_worker(settings: Settings, sagas: Sequence[SagaDefinition[Any]]) -
     if tracing is not None:
         typer.echo(tracing)
     try:
-        metrics = serve_worker_metrics(settings)
-        if metrics is not None:
-            typer.echo(metrics)
-        async with exporting_metrics(), worker:
+        # The endpoint outlives the worker's graceful shutdown: probes keep their answers.
+        async with (
+            serve_worker_endpoint(settings, worker, client) as endpoint,
+            exporting_metrics(),
+            worker,
+        ):
+            if endpoint is not None:
+                typer.echo(endpoint)
             typer.echo(READY)
             await until_stopped()
     finally:

@@ -2,7 +2,8 @@
 
 One class for the API, the worker, the participants and the CLI (docs/configuration.md lists
 every field). With ``SAGAS_ENVIRONMENT=production`` the unsafe defaults are refused: the
-settings do not load without API keys, without an encryption key, or with SQLite as the store.
+settings do not load without an encryption key or with SQLite as the store, and the API does
+not start without API keys (workers and the CLI need none).
 """
 
 from __future__ import annotations
@@ -134,11 +135,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> Settings:
+        # What every engine process needs in production. API keys only the API needs (it
+        # refuses to start without them, api.main); a worker or the CLI must not be asked for
+        # them, so they are named here only beside another problem, to list all at once.
         if self.environment != "production":
             return self
         unsafe = []
-        if not self.api_keys:
-            unsafe.append("SAGAS_API_KEYS is empty (the API would be open to anyone)")
         if self.encryption_key is None:
             unsafe.append(
                 "SAGAS_ENCRYPTION_KEY is not set (inputs, card tokens included, would be "
@@ -148,6 +150,8 @@ class Settings(BaseSettings):
             unsafe.append(
                 "the saga store is SQLite (set SAGAS_DATABASE_URL or DATABASE_URL to PostgreSQL)"
             )
+        if unsafe and not self.api_keys:
+            unsafe.insert(0, "SAGAS_API_KEYS is empty (the API would be open to anyone)")
         if unsafe:
             raise ValueError("unsafe for production: " + "; ".join(unsafe))
         return self

@@ -110,7 +110,6 @@ class TestProcessParts:
         for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
             monkeypatch.delenv(name, raising=False)
         assert _process.start_tracing("sagas-test") is None
-        assert _process.serve_worker_metrics(Settings(worker_metrics_port=None)) is None
 
     async def test_serve_asgi_serves_while_the_block_runs(self) -> None:
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -178,6 +177,19 @@ class TestBadInput:
             result, "unsafe for production", "SAGAS_API_KEYS", "SAGAS_ENCRYPTION_KEY", "SQLite"
         )
         assert result.returncode == 2
+
+    def test_only_the_api_asks_for_api_keys_in_production(self, tmp_path: Path) -> None:
+        from tests.test_encryption import new_key
+
+        env = {**os.environ, "SAGAS_ENVIRONMENT": "production", "SAGAS_API_KEYS": "",
+               "SAGAS_ENCRYPTION_KEY": new_key(),
+               "SAGAS_DATABASE_URL": "postgresql://sagas@127.0.0.1:1/sagas"}  # fmt: skip
+        api = sagas("api", env=env)
+        assert_one_line_error(api, "SAGAS_API_KEYS")
+        # The CLI loads these settings; it fails only for want of a Temporal server.
+        listed = sagas("list", "--address", f"127.0.0.1:{free_port()}", env=env)
+        assert_one_line_error(listed, "cannot reach Temporal")
+        assert "SAGAS_API_KEYS" not in listed.stderr
 
     def test_a_malformed_encryption_key_is_named(self) -> None:
         result = sagas("list", env={**os.environ, "SAGAS_ENCRYPTION_KEY": "c2hvcnQ="})

@@ -78,6 +78,15 @@ class TestProductionSettings:
                 database_url="postgresql://sagas@db/sagas",
             )
 
+    def test_a_worker_needs_no_api_keys(self) -> None:
+        settings = Settings(
+            environment="production",
+            api_keys=[],
+            encryption_key=new_key(),
+            database_url="postgresql://sagas@db/sagas",
+        )
+        assert settings.api_keys == []
+
     def test_safe_values_load(self) -> None:
         settings = Settings(
             environment="production",
