@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -27,6 +27,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from engine._state import SagaState, SagaStatus
 from engine._store import SagaStore
+
+T = TypeVar("T")
 
 logger = logging.getLogger("engine.projection")
 
@@ -64,6 +66,7 @@ class Projector:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
+        self._in_threads: set[asyncio.Future[Any]] = set()
         self.written = 0
 
     # Called from workflow threads.
@@ -91,7 +94,17 @@ class Projector:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # A cancelled task leaves its database call running in its thread: wait for it, so
+            # that nobody closes the store under a connection still in use.
+            await asyncio.gather(*self._in_threads, return_exceptions=True)
             await self.flush()
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn`` in a thread, tracked until it returns even if the caller is cancelled."""
+        future = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+        self._in_threads.add(future)
+        future.add_done_callback(self._in_threads.discard)
+        return await asyncio.shield(future)
 
     async def flush(self) -> None:
         with self._lock:
@@ -100,7 +113,7 @@ class Projector:
             return
         snapshots = list(batch.values())
         try:
-            self.written += await asyncio.to_thread(self.store.apply, snapshots)
+            self.written += await self._in_thread(self.store.apply, snapshots)
         except Exception:
             # Keep them (unless something newer arrived meanwhile) and try again later.
             with self._lock:
@@ -138,7 +151,7 @@ class Projector:
     async def reconcile(self) -> int:
         """Re-read from Temporal every saga the store holds as unfinished and quiet."""
         before = datetime.now(UTC) - self.quiet_for
-        ids = await asyncio.to_thread(self.store.unfinished, updated_before=before)
+        ids = await self._in_thread(self.store.unfinished, updated_before=before)
         snapshots = []
         for saga_id in ids:
             found = await read_from_temporal(self.client, saga_id)
@@ -146,7 +159,7 @@ class Projector:
                 snapshots.append(found)
         if not snapshots:
             return 0
-        return await asyncio.to_thread(self.store.apply, snapshots)
+        return await self._in_thread(self.store.apply, snapshots)
 
 
 async def read_from_temporal(client: Client, saga_id: str) -> tuple[SagaState, int] | None:

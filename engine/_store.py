@@ -15,6 +15,7 @@ the newest, so a late write from a worker that lost the saga never rolls a saga 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,7 +108,14 @@ class SagaStore:
 
         upgrade(self.engine)
 
-    def close(self) -> None:
+    def close(self, *, wait: float = 5.0) -> None:
+        """Close the pool's connections, once calls still running in threads (a cancelled
+        request's, say) have given theirs back, for up to ``wait`` seconds: a connection
+        returned after the pool is gone would stay open until the garbage collector's turn."""
+        checked_out = getattr(self.engine.pool, "checkedout", lambda: 0)
+        deadline = time.monotonic() + wait
+        while checked_out() and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.engine.dispose()
 
     @contextmanager
