@@ -1,44 +1,37 @@
-"""Request bodies are bounded before they are read into memory (413), whatever they claim."""
+"""The one part of the body limit FastAPI's own cannot do: a declared length, as a problem.
+
+Request bodies are bounded by FastAPI's ``max_body_size`` (Starlette's
+RequestBodyLimitMiddleware), set in api.main from ``SAGAS_API_MAX_BODY_BYTES``: it counts what
+streams in and, past the limit, raises a 413 that api.problems answers as problem+json.
+
+For a Content-Length that already declares more than the limit, Starlette's limiter also refuses
+the body at once, but then replaces whatever response the app sends with its own ``text/plain``
+"Content Too Large" (``RequestBodyLimitResponder.send_with_limit``); no handler inside it can
+change that. So this shim answers that case first, as problem+json and without reading the
+body. It only works outside the limiter, which is why api.main sets the limit on the routers
+(inside every middleware) rather than on ``FastAPI(...)`` (outside every middleware).
+"""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.problems import BodyTooLarge, problem
+from api.problems import too_large
 
 
-class BodyLimit:
-    """Refuse a declared Content-Length above ``limit`` at once; count what streams in."""
+class DeclaredLengthLimit:
+    """Refuse a request whose Content-Length is above ``limit`` before anything reads it."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                await problem(400, "bad_request", "Content-Length is not a number")(
-                    scope, receive, send
-                )
+        if scope["type"] == "http":
+            declared = Headers(scope=scope).get("content-length", "")
+            # Not a number: the server refuses it (uvicorn does); else the limiter counts bytes.
+            if declared.isdigit() and int(declared) > self.limit:
+                await too_large(self.limit)(scope, receive, send)
                 return
-            if int(declared) > self.limit:
-                await problem(
-                    413, "body_too_large", f"request body larger than {self.limit} bytes"
-                )(scope, receive, send)
-                return
-        received = 0
-
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge(self.limit)  # answered 413 by api.problems
-            return message
-
-        await self.app(scope, counted, send)
+        await self.app(scope, receive, send)

@@ -15,7 +15,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api import openapi, problems
 from api.auth import parse_keys, require_key
-from api.limits import BodyLimit
+from api.limits import DeclaredLengthLimit
 from api.metrics import ApiMetrics, MeasureRequests
 from api.routes import codec, health, saga_types, sagas
 from api.service import SagaService
@@ -82,10 +82,13 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
     problems.install(app)
     openapi.install(app)
     authenticated = [Depends(require_key)]
-    app.include_router(sagas.router, dependencies=authenticated)
-    app.include_router(saga_types.router, dependencies=authenticated)
-    app.include_router(codec.router, dependencies=authenticated)
-    app.include_router(health.router)
+    # FastAPI's body limit, on each router rather than on FastAPI(...): see api/limits.py.
+    # A router included without it would take chunked bodies of any size.
+    limit = settings.api_max_body_bytes
+    app.include_router(sagas.router, dependencies=authenticated, max_body_size=limit)
+    app.include_router(saga_types.router, dependencies=authenticated, max_body_size=limit)
+    app.include_router(codec.router, dependencies=authenticated, max_body_size=limit)
+    app.include_router(health.router, max_body_size=limit)
     app.add_middleware(MeasureRequests, metrics=metrics)
     # The Temporal UI calls the codec routes from the browser, on its own origin.
     app.add_middleware(
@@ -96,7 +99,7 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
         allow_credentials=True,
         max_age=600,
     )
-    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    app.add_middleware(DeclaredLengthLimit, limit=limit)
     if tracer_provider is not None:
         # Probes and scrapes would be most of the spans and tell nothing about sagas.
         FastAPIInstrumentor.instrument_app(

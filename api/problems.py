@@ -3,8 +3,8 @@
 Every error raised on purpose is a ``SagaError`` (the engine's, and the API's own: a missing or
 wrong key) that carries its HTTP status and a stable code, so one handler answers them all.
 Beside it, the framework's own: request validation (names the field), HTTPException (an
-unknown route, a wrong method), a body over the limit (413), and anything unexpected (a 500
-with no internals in it, and a log line with them).
+unknown route, a wrong method), a body over the limit (413, from FastAPI's ``max_body_size``),
+and anything unexpected (a 500 with no internals in it, and a log line with them).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi import HTTPException as FastApiHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY as LIMIT
 
 from engine import SagaError
 from engine._errors import InvalidRequest
@@ -27,18 +27,15 @@ logger = logging.getLogger("api")
 MEDIA_TYPE = "application/problem+json"
 
 
-class BodyTooLarge(FastApiHTTPException):
-    """Raised while the body streams in; an HTTPException so that FastAPI passes it on."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body larger than {limit} bytes")
-        self.limit = limit
-
-
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def too_large(limit: int) -> JSONResponse:
+    """A request body over the limit, whether declared (api.limits) or counted (FastAPI)."""
+    return problem(413, "body_too_large", f"request body larger than {limit} bytes")
 
 
 def _fields(errors: Sequence[Any]) -> list[dict[str, str]]:
@@ -61,12 +58,12 @@ def install(app: FastAPI) -> None:
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "invalid_request", detail, errors=errors)
 
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return problem(413, "body_too_large", str(exc.detail))
-
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # FastAPI's max_body_size gone over while the body streamed in: its limiter raises a
+        # plain 413 and leaves the limit that applied in the scope.
+        if exc.status_code == 413 and isinstance(limit := request.scope.get(LIMIT), int):
+            return too_large(limit)
         title = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         return problem(exc.status_code, title, str(exc.detail))
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from starlette.types import Message
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import UnsafeSettings, create_app
@@ -168,6 +169,32 @@ class TestStart:
             headers={**AUTH, "content-type": "application/json"},
         )
         assert_problem(response, 413)
+
+    async def test_a_body_over_the_limit_names_it_and_starts_nothing(self, api: Api) -> None:
+        limit = api.settings.api_max_body_bytes
+
+        async def started() -> str:
+            metrics = (await api.http.get("/metrics")).text
+            wanted = 'sagas_api_started_total{type="three_steps"}'
+            return next((line for line in metrics.splitlines() if line.startswith(wanted)), "")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'{"order_id": "' + b"x" * limit + b'"}'
+
+        before = await started()
+        declared = await api.post("/sagas/three_steps", {"order_id": "x" * limit})
+        streamed = await api.http.post(
+            "/sagas/three_steps",
+            content=chunks(),
+            headers={**AUTH, "content-type": "application/json"},
+        )
+        for response in (declared, streamed):
+            body = assert_problem(response, 413)
+            assert body["title"] == "body_too_large"
+            assert body["detail"] == f"request body larger than {limit} bytes"
+        assert "content-length" in declared.request.headers
+        assert "content-length" not in streamed.request.headers
+        assert await started() == before
 
 
 class TestReading:
@@ -387,3 +414,78 @@ async def test_readiness_reports_an_unreachable_database(
     assert ready.status_code == 503
     assert ready.json()["database"].startswith("unreachable")
     assert ready.json()["temporal"] == "ok"
+
+
+@dataclass
+class Refused:
+    status: int
+    content_type: str
+    problem: dict[str, Any]
+    reads: int  # how many body chunks the app asked for
+
+
+async def post_start_raw(app: Any, chunks: Iterator[bytes], **headers: str) -> Refused:
+    """POST a start straight through ASGI, counting the body chunks the app reads."""
+    reads = 0
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        nonlocal reads
+        reads += 1
+        chunk = next(chunks, None)
+        return {"type": "http.request", "body": chunk or b"", "more_body": chunk is not None}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    headers = {**AUTH, "Content-Type": "application/json", **headers}
+    path = "/sagas/three_steps"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1),
+        "server": ("api", 80),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    content_type = dict(start["headers"]).get(b"content-type", b"").decode()
+    return Refused(start["status"], content_type, json.loads(body), reads)
+
+
+# No lifespan in these two: the app has no Temporal client nor store, and a request that
+# reached them would be a 500.
+
+
+async def test_a_declared_length_over_the_limit_is_refused_unread() -> None:
+    app = create_app(Settings(api_keys=[KEY], api_max_body_bytes=1024))
+    refused = await post_start_raw(app, iter([b"{}"]), **{"Content-Length": "1025"})
+    assert (refused.status, refused.content_type, refused.reads) == (
+        413,
+        "application/problem+json",
+        0,
+    )
+    assert refused.problem["title"] == "body_too_large"
+    assert refused.problem["detail"] == "request body larger than 1024 bytes"
+
+
+async def test_a_streamed_body_is_refused_as_soon_as_it_goes_over() -> None:
+    app = create_app(Settings(api_keys=[KEY], api_max_body_bytes=1024))
+    chunks = iter([b"[" + b"1," * 300] * 10)  # 601 bytes each, no Content-Length
+    refused = await post_start_raw(app, chunks)
+    assert (refused.status, refused.content_type, refused.reads) == (
+        413,
+        "application/problem+json",
+        2,
+    )
+    assert refused.problem["title"] == "body_too_large"
+    assert refused.problem["detail"] == "request body larger than 1024 bytes"
