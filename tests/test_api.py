@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fastapi.routing
 import httpx
 import pytest
 from starlette.types import Message
@@ -259,6 +260,57 @@ class TestReading:
         assert events[-1]["status"] == "completed"
         actions = [(a["action"], a["step"], a["reason"]) for a in events[-1]["actions"]]
         assert actions == [("approve", "b", "ok")]
+
+    async def test_events_of_an_unknown_saga_are_404_before_any_stream(self, api: Api) -> None:
+        assert_problem(await api.http.get("/sagas/nobody/events", headers=AUTH), 404, "nobody")
+
+    async def test_a_quiet_stream_keeps_alive_and_frames_saga_events(
+        self, api: Api, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # FastAPI's keep-alive interval (15 s) is a private module global, read by its routing
+        # module at each wait (patching fastapi.sse's copy would change nothing).
+        monkeypatch.setattr(fastapi.routing, "_PING_INTERVAL", 0.2)
+        _, started = await api.start("approval", amount=500)
+        await api.status(started["id"], "awaiting_approval")
+
+        async def approve_later() -> httpx.Response:
+            await asyncio.sleep(1.5)  # the stream stays quiet meanwhile
+            return await api.post(f"/sagas/{started['id']}/approve")
+
+        approving = asyncio.create_task(approve_later())
+        async with api.http.stream("GET", f"/sagas/{started['id']}/events", headers=AUTH) as r:
+            assert r.headers["cache-control"] == "no-cache"
+            text = await r.aread()
+        assert (await approving).status_code == 200
+        frames = text.decode().split("\n\n")
+        assert frames[-1] == ""  # every frame ends with a blank line
+        # Each frame is a comment (a keep-alive) or an event named saga with the resource.
+        kinds = ["comment" if f.startswith(":") else f.split("\n")[0] for f in frames[:-1]]
+        assert set(kinds) == {"comment", "event: saga"}
+        events = [f.split("\n") for f in frames[:-1] if not f.startswith(":")]
+        statuses = [json.loads(data.removeprefix("data: "))["status"] for _, data in events]
+        assert statuses[0] == "awaiting_approval"
+        assert statuses[-1] == "completed"
+        # Keep-alives while it waited, between its first and its last event.
+        assert "comment" in kinds[kinds.index("event: saga") : len(kinds) - 1]
+
+    async def test_events_end_at_the_longest_a_stream_may_last(self, api: Api) -> None:
+        _, started = await api.start("approval", amount=500)
+        await api.status(started["id"], "awaiting_approval")
+        short = create_app(api.settings.model_copy(update={"events_max_seconds": 1.0}))
+        transport = httpx.ASGITransport(app=short)
+        async with (
+            short.router.lifespan_context(short),
+            httpx.AsyncClient(transport=transport, base_url="http://api") as http,
+            asyncio.timeout(15),
+        ):
+            response = await http.get(f"/sagas/{started['id']}/events", headers=AUTH)
+        lines = response.text.splitlines()
+        assert [json.loads(line[6:])["status"] for line in lines if line.startswith("data: ")] == [
+            "awaiting_approval"
+        ]
+        assert (await api.post(f"/sagas/{started['id']}/reject")).status_code == 200
+        await api.status(started["id"], "compensated")
 
     async def test_saga_types_describe_steps_schema_and_diagram(self, api: Api) -> None:
         listed = (await api.http.get("/saga-types", headers=AUTH)).json()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import APIRouter, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api.deps import (
     Caller,
@@ -101,35 +101,26 @@ async def resolve_step(
     return await service.steer(saga_id, Action.RESOLVE, by=caller, step=step, reason=body.reason)
 
 
+async def _known_saga(saga_id: SagaId, service: ServiceDep) -> str:
+    """The saga's id once it is known to exist: a 404 comes before the stream starts."""
+    await service.load(saga_id)
+    return saga_id
+
+
 @router.get(
     "/sagas/{saga_id}/events",
-    response_class=StreamingResponse,
-    responses={
-        200: {
-            "content": {"text/event-stream": {}},
-            "description": "`event: saga` with the saga resource, at each change",
-        }
-    },
+    response_class=EventSourceResponse,
+    responses={200: {"description": "`event: saga` with the saga resource, at each change"}},
 )
-async def saga_events(saga_id: SagaId, service: ServiceDep, caller: Caller) -> StreamingResponse:
-    """Server-sent events: the saga resource each time it changes, until the saga ends."""
-    await service.load(saga_id)  # 404 before the stream starts
-    return StreamingResponse(
-        _server_sent(service.watch(saga_id)),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+async def saga_events(
+    saga_id: Annotated[str, Depends(_known_saga)], service: ServiceDep, caller: Caller
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-sent events: the saga resource each time it changes, until the saga ends.
 
-
-async def _server_sent(
-    changes: AsyncGenerator[SagaPublic | None, None],
-) -> AsyncIterator[str]:
-    """Each change as an ``event: saga``; a comment now and then keeps proxies from closing."""
-    last_beat = time.monotonic()
-    async with contextlib.aclosing(changes):
-        async for saga in changes:
+    FastAPI frames the events and, while nothing changes, sends a keep-alive comment
+    (``: ping``) every 15 s so that proxies keep the connection open.
+    """
+    async with contextlib.aclosing(service.watch(saga_id)) as changes:
+        async for saga in changes:  # None: a look that saw no change
             if saga is not None:
-                yield f"event: saga\ndata: {saga.model_dump_json()}\n\n"
-            elif time.monotonic() - last_beat > 15:
-                last_beat = time.monotonic()
-                yield ": still here\n\n"
+                yield ServerSentEvent(event="saga", data=saga)
