@@ -476,8 +476,10 @@ class Refused:
     reads: int  # how many body chunks the app asked for
 
 
-async def post_start_raw(app: Any, chunks: Iterator[bytes], **headers: str) -> Refused:
-    """POST a start straight through ASGI, counting the body chunks the app reads."""
+async def post_raw(
+    app: Any, chunks: Iterator[bytes], path: str = "/sagas/three_steps", **headers: str
+) -> Refused:
+    """POST straight through ASGI, counting the body chunks the app reads."""
     reads = 0
     sent: list[Message] = []
 
@@ -491,7 +493,6 @@ async def post_start_raw(app: Any, chunks: Iterator[bytes], **headers: str) -> R
         sent.append(message)
 
     headers = {**AUTH, "Content-Type": "application/json", **headers}
-    path = "/sagas/three_steps"
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -520,7 +521,7 @@ async def post_start_raw(app: Any, chunks: Iterator[bytes], **headers: str) -> R
 
 async def test_a_declared_length_over_the_limit_is_refused_unread() -> None:
     app = create_app(Settings(api_keys=[KEY], api_max_body_bytes=1024))
-    refused = await post_start_raw(app, iter([b"{}"]), **{"Content-Length": "1025"})
+    refused = await post_raw(app, iter([b"{}"]), **{"Content-Length": "1025"})
     assert (refused.status, refused.content_type, refused.reads) == (
         413,
         "application/problem+json",
@@ -530,10 +531,12 @@ async def test_a_declared_length_over_the_limit_is_refused_unread() -> None:
     assert refused.problem["detail"] == "request body larger than 1024 bytes"
 
 
-async def test_a_streamed_body_is_refused_as_soon_as_it_goes_over() -> None:
+# Every router that reads a body has the limit: a start, an operator action, the codec.
+@pytest.mark.parametrize("path", ["/sagas/three_steps", "/sagas/s-1/cancel", "/codec/decode"])
+async def test_a_streamed_body_is_refused_as_soon_as_it_goes_over(path: str) -> None:
     app = create_app(Settings(api_keys=[KEY], api_max_body_bytes=1024))
     chunks = iter([b"[" + b"1," * 300] * 10)  # 601 bytes each, no Content-Length
-    refused = await post_start_raw(app, chunks)
+    refused = await post_raw(app, chunks, path)
     assert (refused.status, refused.content_type, refused.reads) == (
         413,
         "application/problem+json",
