@@ -96,5 +96,10 @@ def test_a_worker_serves_its_metrics(dev_env: WorkflowEnvironment, tmp_path: Pat
             time.sleep(0.5)
         assert "temporal_" in found
         assert "process_cpu_seconds_total" in found
+        # The same endpoint answers the probes (tests/test_worker_health.py has the rules).
+        base = f"http://127.0.0.1:{port}"
+        assert f"health: {base}/healthz" in worker.log.read_text()
+        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"{base}/readyz").json() == {"worker": "ok", "temporal": "ok"}
     finally:
         worker.stop()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from engine._worker_health import WorkerHealth, serving
 from engine.worker import build_worker
-from tests.support.processes import Background, free_port
+from tests.support.processes import free_port
 from tests.support.sagas import ALL
 
 pytestmark = pytest.mark.temporal
@@ -81,23 +79,3 @@ def _temporal() -> str:
     from tests.conftest import binary
 
     return binary("temporal")
-
-
-def test_a_worker_process_serves_its_probes(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        "SAGAS_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-        "SAGAS_TASK_QUEUE": f"probes-{uuid.uuid4()}",
-        "SAGAS_WORKER_METRICS_PORT": str(port),
-        "SAGAS_DATA_DIR": str(tmp_path),
-    }
-    worker = Background(["worker", "-m", "workflows"], env, tmp_path / "worker.log")
-    try:
-        worker.wait_for("ready")
-        base = f"http://127.0.0.1:{port}"
-        assert f"health: {base}/healthz" in worker.log.read_text()
-        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
-        assert httpx.get(f"{base}/readyz").json() == {"worker": "ok", "temporal": "ok"}
-    finally:
-        worker.stop()
