@@ -14,6 +14,8 @@ body. It only works outside the limiter, which is why api.main sets the limit on
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -21,17 +23,28 @@ from api.problems import too_large
 
 
 class DeclaredLengthLimit:
-    """Refuse a request whose Content-Length is above ``limit`` before anything reads it."""
+    """Refuse a request whose Content-Length is above its limit before anything reads it.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    ``limits`` maps path prefixes to their own limit (the routers' ``max_body_size``).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, limits: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.limits = dict(limits or {})
+
+    def limit_for(self, path: str) -> int:
+        for prefix, limit in self.limits.items():
+            if path == prefix or path.startswith(f"{prefix}/"):
+                return limit
+        return self.limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             declared = Headers(scope=scope).get("content-length", "")
+            limit = self.limit_for(scope["path"])
             # Not a number: the server refuses it (uvicorn does); else the limiter counts bytes.
-            if declared.isdigit() and int(declared) > self.limit:
-                await too_large(self.limit)(scope, receive, send)
+            if declared.isdigit() and int(declared) > limit:
+                await too_large(limit)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

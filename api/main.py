@@ -41,7 +41,9 @@ class UnsafeSettings(SagaError, ValueError):
 def create_app(settings: Settings, *, service: SagaService | None = None) -> FastAPI:
     """The API. ``service`` replaces the one the lifespan would build (tests)."""
     if settings.environment == "production" and not settings.api_keys:
-        raise UnsafeSettings("production mode needs API keys: set SAGAS_API_KEYS")
+        raise UnsafeSettings(
+            "unsafe for production: SAGAS_API_KEYS is empty (the API would be open to anyone)"
+        )
     keys = parse_keys(settings.api_keys)
     metrics = service.metrics if service is not None else ApiMetrics()
     tracer_provider = configure_tracing("sagas-api")
@@ -87,10 +89,14 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
     limit = settings.api_max_body_bytes
     app.include_router(sagas.router, dependencies=authenticated, max_body_size=limit)
     app.include_router(saga_types.router, dependencies=authenticated, max_body_size=limit)
-    app.include_router(codec.router, dependencies=authenticated, max_body_size=limit)
+    # The Temporal UI posts whole payloads (up to Temporal's own limits) to be opened.
+    codec_limit = settings.codec_max_body_bytes
+    app.include_router(codec.router, dependencies=authenticated, max_body_size=codec_limit)
     app.include_router(health.router, max_body_size=limit)
     app.add_middleware(MeasureRequests, metrics=metrics)
-    # The Temporal UI calls the codec routes from the browser, on its own origin.
+    app.add_middleware(DeclaredLengthLimit, limit=limit, limits={codec.router.prefix: codec_limit})
+    # The Temporal UI calls the codec routes from the browser, on its own origin. Outermost,
+    # so that every answer (a 413 too) carries the headers the browser needs to read it.
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins(),
@@ -99,7 +105,6 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
         allow_credentials=True,
         max_age=600,
     )
-    app.add_middleware(DeclaredLengthLimit, limit=limit)
     if tracer_provider is not None:
         # Probes and scrapes would be most of the spans and tell nothing about sagas.
         FastAPIInstrumentor.instrument_app(

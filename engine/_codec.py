@@ -88,7 +88,7 @@ class EncryptionCodec(PayloadCodec):
             nonce, body = payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:]
             try:
                 plain = cipher.decrypt(nonce, body, key_id)
-            except InvalidTag:
+            except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce
                 raise EncryptionKeyError(
                     f"payload sealed with key {key_id.decode(errors='replace')} does not open: "
                     "it was altered, or sealed with another key"

@@ -31,9 +31,9 @@ DEFAULT_NAMESPACE = "default"
 class TLSFiles:
     """TLS material as bytes, with where each part came from (for error messages)."""
 
-    server_ca_cert: bytes | None = None
-    client_cert: bytes | None = None
-    client_key: bytes | None = None
+    server_ca_cert: bytes | None = field(default=None, repr=False)
+    client_cert: bytes | None = field(default=None, repr=False)
+    client_key: bytes | None = field(default=None, repr=False)
     server_name: str | None = None
 
     def to_config(self) -> TLSConfig:
@@ -90,6 +90,8 @@ class Overrides:
     server_name: str | None = None
     profile: str | None = None
     config_file: Path | None = None
+    #: False: ignore Temporal's configuration (file and TEMPORAL_*), as for an embedded server.
+    temporal_config: bool = True
 
 
 def resolve(overrides: Overrides, env: Mapping[str, str] | None = None) -> TemporalConnection:
@@ -97,15 +99,17 @@ def resolve(overrides: Overrides, env: Mapping[str, str] | None = None) -> Tempo
 
     Raises ``ConnectionConfigError`` naming the variable when something cannot be used.
     """
-    environ = dict(os.environ if env is None else env)
-    if overrides.profile:
-        environ["TEMPORAL_PROFILE"] = overrides.profile
-    if overrides.config_file:
-        environ["TEMPORAL_CONFIG_FILE"] = str(overrides.config_file)
-    try:
-        profile = ClientConfigProfile.load(override_env_vars=environ)
-    except Exception as exc:  # the SDK's bridge raises its own ConfigError type
-        raise ConnectionConfigError(f"Temporal client configuration: {exc}") from None
+    profile = ClientConfigProfile()
+    if overrides.temporal_config:
+        environ = dict(os.environ if env is None else env)
+        if overrides.profile:
+            environ["TEMPORAL_PROFILE"] = overrides.profile
+        if overrides.config_file:
+            environ["TEMPORAL_CONFIG_FILE"] = str(overrides.config_file)
+        try:
+            profile = ClientConfigProfile.load(override_env_vars=environ)
+        except Exception as exc:  # the SDK's bridge raises its own ConfigError type
+            raise ConnectionConfigError(f"Temporal client configuration: {exc}") from None
     api_key = overrides.api_key or profile.api_key
     tls = _tls(profile.tls, overrides, api_key=api_key)
     return TemporalConnection(
@@ -135,7 +139,17 @@ def _tls(
             "(SAGAS_TEMPORAL_TLS_CLIENT_CERT and SAGAS_TEMPORAL_TLS_CLIENT_KEY, or "
             "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH)"
         )
+    ours = any(
+        (
+            overrides.server_ca_cert,
+            overrides.client_cert,
+            overrides.client_key,
+            overrides.server_name,
+        )
+    )
     asked = overrides.tls
+    if asked is None and ours:
+        asked = True  # our own TLS settings override Temporal's, TEMPORAL_TLS=false included
     if asked is None and profile is not None and profile.disabled is not None:
         asked = not profile.disabled
     if asked is False:

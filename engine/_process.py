@@ -261,6 +261,7 @@ async def run_dev(
                 "namespace": "default",
                 "temporal_tls": False,
                 "temporal_api_key": None,
+                "temporal_use_env_config": False,
                 "temporal_ui_url": temporal.ui_url,
             }
         )

@@ -5,9 +5,10 @@ Every change goes through the record's methods, which publish it:
 * the saga status to the workflow memo, so listings (``sagas list``, the Temporal UI) show it
   without a query;
 * the outcome metrics (``sagas_ended``), once per status that counts;
-* a snapshot to the saga store's projection, at most one per workflow activation (a burst
-  of changes is one snapshot), and none on replay: a replayed change was published when it
-  first happened.
+* a snapshot to the saga store's projection, scheduled with ``call_soon`` so that a burst
+  of changes is one snapshot (an activation may still publish twice, at the same history
+  length: the store takes the later one), and none on replay: a replayed change was
+  published when it first happened.
 
 It runs inside the saga workflow (it reads the workflow clock and info).
 """
@@ -144,7 +145,7 @@ class SagaRecord:
         self._publish()
 
     def publish_soon(self) -> None:
-        """Publish a snapshot at the end of this activation (never on replay)."""
+        """Publish a snapshot once the workflow's loop has run what is ready (never on replay)."""
         if not self._publish_scheduled and not workflow.unsafe.is_replaying():
             self._publish_scheduled = True
             asyncio.get_running_loop().call_soon(self._publish)

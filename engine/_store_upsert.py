@@ -5,12 +5,14 @@ per batch writes every saga of it::
 
     INSERT INTO sagas (...) VALUES (...), (...)
     ON CONFLICT (id) DO UPDATE SET status = excluded.status, ...
-    WHERE sagas.revision < excluded.revision
+    WHERE sagas.revision <= excluded.revision
     RETURNING id
 
-so a snapshot older than the stored row, or the same one again, changes nothing, whatever the
-order in which workers and the reconciler write. Only the sagas that statement returned (those
-inserted or moved forward) get their steps rewritten, in the same transaction, and the saga
+so a snapshot older than the stored row changes nothing, whatever the order in which workers
+and the reconciler write. An equal revision is written: one workflow activation may publish
+twice at the same history length (its last step done, then the saga completed), and the later
+snapshot is the newer word. Only the sagas that statement returned (those inserted or
+rewritten) get their steps rewritten, in the same transaction, and the saga
 row the upsert holds locked keeps two writers of one saga's steps apart on PostgreSQL (on
 SQLite every write transaction is exclusive). SQLite and PostgreSQL both have this upsert;
 SQLAlchemy spells it per dialect.
@@ -85,7 +87,7 @@ def _upsert(dialect: str) -> Insert:
     # A saga that failed at the Temporal level has no input in its snapshot: keep the stored one.
     values["input"] = func.coalesce(new.input, SAGAS.c.input)
     return statement.on_conflict_do_update(
-        index_elements=[SAGAS.c.id], set_=values, where=SAGAS.c.revision < new.revision
+        index_elements=[SAGAS.c.id], set_=values, where=SAGAS.c.revision <= new.revision
     ).returning(SAGAS.c.id)
 
 

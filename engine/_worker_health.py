@@ -86,7 +86,13 @@ async def serving(health: WorkerHealth, host: str, port: int) -> AsyncIterator[s
                 )
                 writer.write(head.encode() + (b"" if method == "HEAD" else body))
                 await writer.drain()
-        except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
+        except (
+            TimeoutError,
+            ValueError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
             pass  # a probe that hung up or sent garbage gets nothing
         finally:
             writer.close()

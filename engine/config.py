@@ -55,6 +55,24 @@ class Settings(BaseSettings):
     #: TEMPORAL_CONFIG_FILE, or ~/.config/temporalio/temporal.toml).
     temporal_profile: str | None = None
     temporal_config_file: Path | None = None
+    #: Read Temporal's own configuration (its TOML profile and TEMPORAL_* variables);
+    #: ``sagas dev`` turns it off for its embedded server.
+    temporal_use_env_config: bool = True
+
+    @field_validator(
+        "temporal_tls_ca_cert",
+        "temporal_tls_client_cert",
+        "temporal_tls_client_key",
+        "temporal_config_file",
+        "temporal_tls_server_name",
+        "temporal_profile",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # compose's ${VAR:-} gives an empty string: the same as not setting it.
+        return None if isinstance(value, str) and not value.strip() else value
+
     task_queue: str = "sagas"
     #: Modules (or packages) whose saga definitions the worker and CLI load.
     modules: Annotated[list[str], NoDecode] = ["workflows"]
@@ -101,6 +119,8 @@ class Settings(BaseSettings):
     #: Browser origins allowed to call the API's codec server (/codec) and the API: the
     #: Temporal UI's; empty means SAGAS_TEMPORAL_UI_URL.
     codec_cors_origins: Annotated[list[str], NoDecode] = []
+    #: The codec server's own body limit: the UI posts whole payloads (Temporal allows 2 MB).
+    codec_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     #: Server-sent events: how often the saga is looked at, and how long one stream may last.
     events_poll_seconds: float = Field(default=0.5, gt=0, le=10)
     events_max_seconds: float = Field(default=3600, gt=0)
@@ -135,9 +155,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> Settings:
-        # What every engine process needs in production. API keys only the API needs (it
-        # refuses to start without them, api.main); a worker or the CLI must not be asked for
-        # them, so they are named here only beside another problem, to list all at once.
+        # What every engine process needs in production. API keys only the API needs: it
+        # refuses to start without them (api.main); a worker or the CLI is never asked for them.
         if self.environment != "production":
             return self
         unsafe = []
@@ -150,8 +169,6 @@ class Settings(BaseSettings):
             unsafe.append(
                 "the saga store is SQLite (set SAGAS_DATABASE_URL or DATABASE_URL to PostgreSQL)"
             )
-        if unsafe and not self.api_keys:
-            unsafe.insert(0, "SAGAS_API_KEYS is empty (the API would be open to anyone)")
         if unsafe:
             raise ValueError("unsafe for production: " + "; ".join(unsafe))
         return self
@@ -190,6 +207,7 @@ class Settings(BaseSettings):
                 server_name=self.temporal_tls_server_name,
                 profile=self.temporal_profile,
                 config_file=self.temporal_config_file,
+                temporal_config=self.temporal_use_env_config,
             )
         )
 

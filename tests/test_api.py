@@ -29,6 +29,7 @@ from tests.support import ledger
 from tests.support.ledger import ALWAYS
 from tests.support.postgres import create_database
 from tests.support.sagas import ALL
+from tests.test_encryption import new_key
 
 pytestmark = pytest.mark.temporal
 
@@ -437,8 +438,13 @@ class TestAuth:
         assert (await api.post(f"/sagas/{started['id']}/reject")).status_code == 200
 
     def test_production_without_keys_refuses_to_start(self) -> None:
-        with pytest.raises(ValueError, match="SAGAS_API_KEYS is empty"):
-            Settings(environment="production")
+        safe_but_keys = Settings(
+            environment="production",
+            encryption_key=new_key(),
+            database_url="postgresql://sagas@db/sagas",
+        )
+        with pytest.raises(UnsafeSettings, match="SAGAS_API_KEYS is empty"):
+            create_app(safe_but_keys)
         # Even settings built around the validators are refused by the app itself.
         with pytest.raises(UnsafeSettings, match="SAGAS_API_KEYS"):
             create_app(Settings.model_construct(environment="production", api_keys=[]))
@@ -534,7 +540,9 @@ async def test_a_declared_length_over_the_limit_is_refused_unread() -> None:
 # Every router that reads a body has the limit: a start, an operator action, the codec.
 @pytest.mark.parametrize("path", ["/sagas/three_steps", "/sagas/s-1/cancel", "/codec/decode"])
 async def test_a_streamed_body_is_refused_as_soon_as_it_goes_over(path: str) -> None:
-    app = create_app(Settings(api_keys=[KEY], api_max_body_bytes=1024))
+    # The codec's limit is its own (the UI posts whole payloads): set both to the same here.
+    settings = Settings(api_keys=[KEY], api_max_body_bytes=1024, codec_max_body_bytes=1024)
+    app = create_app(settings)
     chunks = iter([b"[" + b"1," * 300] * 10)  # 601 bytes each, no Content-Length
     refused = await post_raw(app, chunks, path)
     assert (refused.status, refused.content_type, refused.reads) == (

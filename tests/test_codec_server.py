@@ -115,11 +115,12 @@ class TestCodecServer:
         body = await sealed_input(stack, f"o-{uuid.uuid4().hex}")
         payload = Payloads()
         json_format.ParseDict(body, payload)
-        payload.payloads[0].data = payload.payloads[0].data[:-1] + b"x"  # tampered
-        tampered = json_format.MessageToDict(payload)
-        response = await stack.http.post("/codec/decode", json=tampered, headers=stack.auth())
-        assert response.status_code == 422, response.text
-        assert "does not open" in response.json()["detail"]
+        for broken in (payload.payloads[0].data[:-1] + b"x", b"short"):  # tampered, truncated
+            payload.payloads[0].data = broken
+            tampered = json_format.MessageToDict(payload)
+            response = await stack.http.post("/codec/decode", json=tampered, headers=stack.auth())
+            assert response.status_code == 422, response.text
+            assert "does not open" in response.json()["detail"]
 
     async def test_the_ui_origin_may_call_it_and_no_other(self, stack: Stack) -> None:
         preflight = {
@@ -134,3 +135,18 @@ class TestCodecServer:
             "/codec/decode", headers={"Origin": "http://evil.example", **preflight}
         )
         assert "access-control-allow-origin" not in other.headers
+
+    async def test_payloads_above_the_api_limit_are_taken(self, stack: Stack) -> None:
+        big = base64.b64encode(json.dumps({"blob": "x" * 200_000}).encode()).decode()
+        plain = {"metadata": {"encoding": base64.b64encode(b"json/plain").decode()}, "data": big}
+        sealed = await stack.http.post(
+            "/codec/encode", json={"payloads": [plain]}, headers=stack.auth()
+        )
+        assert sealed.status_code == 200, sealed.text[:200]
+        # Past the codec's own limit: a 413 the UI's browser can read (CORS headers on it).
+        huge = {"payloads": [{**plain, "data": "A" * (5 * 1024 * 1024)}]}
+        refused = await stack.http.post(
+            "/codec/decode", json=huge, headers={**stack.auth(), "Origin": UI}
+        )
+        assert refused.status_code == 413
+        assert refused.headers["access-control-allow-origin"] == UI

@@ -85,6 +85,31 @@ class TestResolution:
         connection = resolve(Overrides(tls=False, server_ca_cert=ca.pem.cert), NO_FILE)
         assert connection.tls is None
 
+    def test_our_tls_settings_beat_temporal_tls_false(self, ca: CertificateAuthority) -> None:
+        env = {**NO_FILE, "TEMPORAL_TLS": "false"}
+        assert resolve(Overrides(), env).tls is None
+        assert resolve(Overrides(server_ca_cert=ca.pem.cert), env).tls is not None
+
+    def test_an_embedded_server_ignores_temporal_configuration(self) -> None:
+        """`sagas dev` must not send the shell's Temporal Cloud key to a plaintext server."""
+        env = {**NO_FILE, "TEMPORAL_API_KEY": "cloud-key", "TEMPORAL_TLS": "true",
+               "TEMPORAL_NAMESPACE": "prod", "TEMPORAL_GRPC_META_X_TEAM": "payments"}  # fmt: skip
+        local = resolve(Overrides(address="127.0.0.1:7233", temporal_config=False), env)
+        assert (local.api_key, local.tls, local.namespace) == (None, None, "default")
+        assert local.rpc_metadata == {}
+
+    def test_no_key_material_in_repr(self, ca: CertificateAuthority) -> None:
+        client = ca.issue("client-r", server=False)
+        overrides = Overrides(client_cert=client.cert, client_key=client.key, api_key="sekret")
+        text = repr(resolve(overrides, NO_FILE))
+        assert "PRIVATE KEY" not in text
+        assert "CERTIFICATE" not in text
+        assert "sekret" not in text
+
+    def test_empty_settings_count_as_unset(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("SAGAS_TEMPORAL_TLS_CA_CERT", "")  # compose's ${VAR:-}
+        assert Settings(_env_file=None).temporal_tls_ca_cert is None
+
     def test_a_client_certificate_without_its_key_is_refused(
         self, ca: CertificateAuthority
     ) -> None:

@@ -199,15 +199,21 @@ class TestSnapshots:
             "s-5": ["a"],
         }
 
-    def test_writing_a_snapshot_again_changes_nothing(self, store: SagaStore) -> None:
-        snapshot = state("s-1", SagaStatus.RUNNING, steps=[step("s-1", "a")])
-        assert store.apply([(snapshot, 4)]) == 1
-        assert store.apply([(snapshot, 4)]) == 0
+    def test_an_equal_revision_is_the_later_word_and_an_older_one_none(
+        self, store: SagaStore
+    ) -> None:
+        # One workflow activation can publish twice at the same history length (the last step
+        # done, then the saga completed): the later snapshot must win.
+        running = state("s-1", SagaStatus.RUNNING, steps=[step("s-1", "a")])
+        assert store.apply([(running, 4)]) == 1
+        completed = state("s-1", SagaStatus.COMPLETED, steps=[step("s-1", "a")])
+        assert store.apply([(completed, 4)]) == 1
         older = state("s-1", SagaStatus.RUNNING, steps=[step("s-1", "x"), step("s-1", "y")])
         assert store.apply([(older, 3)]) == 0
         stored = store.get("s-1")
         assert stored is not None
-        assert (stored.revision, [x.name for x in stored.state.steps]) == (4, ["a"])
+        assert (stored.revision, stored.state.status) == (4, SagaStatus.COMPLETED)
+        assert [x.name for x in stored.state.steps] == ["a"]
 
     def test_a_newer_snapshot_keeps_what_only_the_api_knows(self, store: SagaStore) -> None:
         """The claim's creation time and trace id stay; a snapshot without input keeps it."""
