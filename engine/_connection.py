@@ -21,7 +21,7 @@ from typing import Any
 from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS
 from temporalio.service import TLSConfig
 
-from engine._errors import TemporalConfigError as ConnectionConfigError
+from engine._errors import TemporalConfigError
 
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
@@ -97,7 +97,7 @@ class Overrides:
 def resolve(overrides: Overrides, env: Mapping[str, str] | None = None) -> TemporalConnection:
     """The connection from Temporal's configuration (file, ``TEMPORAL_*``), then ``overrides``.
 
-    Raises ``ConnectionConfigError`` naming the variable when something cannot be used.
+    Raises ``TemporalConfigError`` naming the variable when something cannot be used.
     """
     profile = ClientConfigProfile()
     if overrides.temporal_config:
@@ -109,7 +109,7 @@ def resolve(overrides: Overrides, env: Mapping[str, str] | None = None) -> Tempo
         try:
             profile = ClientConfigProfile.load(override_env_vars=environ)
         except Exception as exc:  # the SDK's bridge raises its own ConfigError type
-            raise ConnectionConfigError(f"Temporal client configuration: {exc}") from None
+            raise TemporalConfigError(f"Temporal client configuration: {exc}") from None
     api_key = overrides.api_key or profile.api_key
     tls = _tls(profile.tls, overrides, api_key=api_key)
     return TemporalConnection(
@@ -134,7 +134,7 @@ def _tls(
         server_name=overrides.server_name or (profile.server_name if profile else None),
     )
     if bool(files.client_cert) != bool(files.client_key):
-        raise ConnectionConfigError(
+        raise TemporalConfigError(
             "mTLS needs both a client certificate and its key "
             "(SAGAS_TEMPORAL_TLS_CLIENT_CERT and SAGAS_TEMPORAL_TLS_CLIENT_KEY, or "
             "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH)"
@@ -166,7 +166,7 @@ def _read(path: Path | None, variable: str) -> bytes | None:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ConnectionConfigError(f"{variable}: cannot read {path} ({exc.strerror})") from None
+        raise TemporalConfigError(f"{variable}: cannot read {path} ({exc.strerror})") from None
 
 
 def _source(source: Path | str | bytes | None, variable: str) -> bytes | None:

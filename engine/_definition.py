@@ -27,7 +27,6 @@ from engine._step import (
     activity_name,
     stage_steps,
 )
-from engine._step_info import idempotency_key_for
 
 InputT = TypeVar("InputT", bound=BaseModel)
 
@@ -42,9 +41,6 @@ class StageRunner(Protocol):
 
     @property
     def results(self) -> dict[str, Any]: ...
-
-    @property
-    def past_pivot(self) -> bool: ...
 
     async def run_stage(self, steps: Sequence[Step]) -> list[Any]:
         """Run one group of steps (concurrently); raise ``StepFailed`` if one failed."""
@@ -106,14 +102,7 @@ class SagaDefinition(Generic[InputT]):
 
     def initial_step_states(self, saga_id: str) -> list[StepState]:
         """The declared steps' states before any has run: all pending."""
-        return [
-            StepState(
-                name=step.step_name,
-                kind=step.kind.value,
-                idempotency_key=idempotency_key_for(saga_id, step.step_name),
-            )
-            for step in self.steps
-        ]
+        return [step.pending_state(saga_id) for step in self.steps]
 
     def diagram(self) -> str:
         """The saga as a Mermaid flowchart."""

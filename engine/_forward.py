@@ -45,10 +45,6 @@ class ForwardRunner:
     def results(self) -> dict[str, Any]:
         return self._record.results
 
-    @property
-    def past_pivot(self) -> bool:
-        return self._record.pivot_started
-
     def has_step(self, name: str) -> bool:
         return name in self._record.steps
 

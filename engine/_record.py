@@ -31,7 +31,6 @@ from engine._state import (
     StepStatus,
 )
 from engine._step import Step
-from engine._step_info import idempotency_key_for
 
 # Statuses counted by the sagas_ended metric: the final ones, and compensation_failed (the
 # saga stays open, but an operator must act).
@@ -77,19 +76,12 @@ class SagaRecord:
         self.phase = phase
         self.changed()
 
-    def add_step(self, step: Step) -> StepState:
-        name = step.step_name
-        state = StepState(
-            name=name,
-            kind=step.kind.value,
-            idempotency_key=idempotency_key_for(self.saga_id, name),
-        )
-        self.steps[name] = state
-        return state
-
     def step_state(self, step: Step) -> StepState:
         """The step's state, added when an imperative saga reaches a new step."""
-        return self.steps.get(step.step_name) or self.add_step(step)
+        state = self.steps.get(step.step_name)
+        if state is None:
+            state = self.steps[step.step_name] = step.pending_state(self.saga_id)
+        return state
 
     def set_step(self, state: StepState, status: StepStatus) -> None:
         state.status = status

@@ -18,6 +18,9 @@ import temporalio.activity
 from pydantic import BaseModel
 from temporalio.common import RetryPolicy
 
+from engine._state import StepState
+from engine._step_info import idempotency_key_for
+
 #: Outputs of the steps that have succeeded so far, by step name.
 Results = Mapping[str, Any]
 
@@ -146,6 +149,13 @@ class Step:
 
     def should_run(self, saga_input: BaseModel, results: Results) -> bool:
         return self.when is None or bool(_call_with_results(self.when, saga_input, results))
+
+    def pending_state(self, saga_id: str) -> StepState:
+        """This step's state in saga ``saga_id`` before it has run."""
+        name = self.step_name
+        return StepState(
+            name=name, kind=self.kind.value, idempotency_key=idempotency_key_for(saga_id, name)
+        )
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,6 @@ class FakeRunner:
         self._activities = list(activities)
         self.saga_input = Order(item="x")
         self.results: dict[str, Any] = {}
-        self.past_pivot = False
 
     async def run_stage(self, steps: Sequence[Step]) -> list[Any]:
         self.stages.append([s.step_name for s in steps])
