@@ -166,15 +166,13 @@ async def serve_worker_endpoint(
     if port is None:
         yield None
         return
-    try:
-        serving = worker_health.serving(worker_health.WorkerHealth(worker, client), host, port)
-        url = await serving.__aenter__()
-    except OSError as exc:
-        raise CliError(f"cannot serve worker metrics on {host}:{port}: {exc}") from None
-    try:
+    health = worker_health.WorkerHealth(worker, client)
+    async with contextlib.AsyncExitStack() as stack:
+        try:  # only the start is translated: errors of the block pass as they are
+            url = await stack.enter_async_context(worker_health.serving(health, host, port))
+        except OSError as exc:
+            raise CliError(f"cannot serve worker metrics on {host}:{port}: {exc}") from None
         yield f"metrics    {url}/metrics (health: {url}/healthz, {url}/readyz)"
-    finally:
-        await serving.__aexit__(None, None, None)
 
 
 async def run_worker(settings: Settings, sagas: Sequence[SagaDefinition[Any]]) -> None:
