@@ -7,6 +7,8 @@ steps of one parallel stage are compensated concurrently. A business refusal lea
 to undo; an unknown outcome (timed out, cancelled mid-call) is undone like a success, which is
 why compensations must be idempotent and succeed when there is nothing to undo.
 
+A compensation retries transient errors for about an hour by default and waits on an open
+circuit without limit (``engine._outage``); a refused one (non-retryable) fails at once.
 A compensation that keeps failing does not block the earlier ones: every other effect is
 undone, and the saga waits in ``compensation_failed`` with exactly the failed steps left for
 an operator, who may retry them (a fresh budget of attempts) or resolve them by hand.
@@ -15,12 +17,13 @@ an operator, who may retry them (a fresh budget of attempts) or resolve them by 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 
 from engine._attempts import GaveUp, run_attempts
 from engine._record import SagaRecord
@@ -46,11 +49,17 @@ class Entry:
     state: StepState
     output: Any = None
     definitely_failed: bool = False  # a business refusal: nothing took effect, nothing to undo
+    fallback_served: bool = False  # the step's fallback acted: its compensation undoes it
     span_context: SpanContext = INVALID_SPAN_CONTEXT  # of the step's span, for the undo's link
 
     @property
+    def undo(self) -> Callable[..., Any] | None:
+        """The compensation of whichever action served."""
+        return self.step.fallback_compensate if self.fallback_served else self.step.compensate
+
+    @property
     def needs_compensation(self) -> bool:
-        return self.step.compensate is not None and not self.definitely_failed
+        return self.undo is not None and not self.definitely_failed
 
 
 @dataclass
@@ -80,6 +89,7 @@ class CompensationRunner:
         self._record = record
         self._log = log
         self.retry_requested = False
+        self._patient: bool | None = None
 
     async def settle(self) -> None:
         """Compensate everything in the log; return once the saga is compensated (or failed)."""
@@ -106,7 +116,8 @@ class CompensationRunner:
 
     async def _compensate(self, entry: Entry) -> None:
         record, step, state = self._record, entry.step, entry.state
-        assert step.compensate is not None
+        undo_fn = entry.undo
+        assert undo_fn is not None
         comp = state.compensation or CompensationState()
         state.compensation = comp
         comp.status = CompensationStatus.RUNNING
@@ -130,11 +141,11 @@ class CompensationRunner:
         ) as span:
             try:
                 await run_attempts(
-                    step.compensate,
+                    undo_fn,
                     undo,
                     step=step,
                     phase=COMPENSATION,
-                    policy=step.compensation_retry_policy,
+                    policy=self._policy(step),
                     counter=comp,
                     give_up_on_refusal=True,
                     span=span,
@@ -154,6 +165,15 @@ class CompensationRunner:
         comp.error = None
         comp.ended_at = workflow.now()
         record.set_step(state, StepStatus.COMPENSATED)
+
+    def _policy(self, step: Step) -> RetryPolicy:
+        if step.compensation_retry is not None:
+            return step.compensation_retry
+        if self._patient is None:
+            # Sagas whose compensations started under an older engine keep its shorter default
+            # (their histories hold no marker); new ones leave the marker and are patient.
+            self._patient = workflow.patched("patient-compensations")
+        return step.compensation_retry_policy(patient=self._patient)
 
 
 def _failed(entries: list[Entry]) -> list[Entry]:

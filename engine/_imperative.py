@@ -66,13 +66,18 @@ class SagaRun(Generic[InputT]):
         heartbeat: timedelta | None = None,
         non_retryable: tuple[str, ...] = (),
         approval: Approval | None = None,
+        participant: str | None = None,
+        outage_patience: timedelta | None = None,
+        fallback: Callable[..., Any] | None = None,
+        fallback_compensate: Callable[..., Any] | None = None,
+        optional: bool = False,
     ) -> Any:
         """Run one step (the saga input is its argument unless ``arg`` is given).
 
         Returns the action's output. If the step fails for good, ``StepFailed`` propagates and
         the saga compensates; catching it to try another branch is allowed.
         """
-        for fn in (action, compensate):
+        for fn in (action, compensate, fallback, fallback_compensate):
             if fn is not None and not self._runner.declares(fn):
                 # Not registered on the worker, its task would wait in the queue for ever.
                 raise RuntimeError(
@@ -102,6 +107,11 @@ class SagaRun(Generic[InputT]):
             heartbeat=heartbeat,
             non_retryable=non_retryable,
             approval=approval,
+            participant=participant,
+            outage_patience=outage_patience,
+            fallback=fallback,
+            fallback_compensate=fallback_compensate,
+            optional=optional,
         )
         if pivot or retriable:
             self._point_of_no_return = self._point_of_no_return or step_name
@@ -134,9 +144,15 @@ class ImperativeSaga(SagaDefinition[InputT]):
         deadline: timedelta | None = None,
         description: str = "",
         version: int = 1,
+        outage_patience: timedelta | None = None,
     ) -> None:
         super().__init__(
-            name, input=input, deadline=deadline, description=description, version=version
+            name,
+            input=input,
+            deadline=deadline,
+            description=description,
+            version=version,
+            outage_patience=outage_patience,
         )
         if not inspect.iscoroutinefunction(run):
             raise SagaDefinitionError(f"saga {name!r}: run must be an async function")
