@@ -82,6 +82,16 @@ class SagaFilters(BaseModel):
     cursor: str | None = Field(default=None, max_length=500, pattern=r"^[A-Za-z0-9_-]+$")
 
 
+class BulkRetryPublic(BaseModel):
+    """What a bulk retry of parked sagas did."""
+
+    #: How many sagas were retried, and which.
+    retried: int
+    saga_ids: list[str]
+    #: Parked when listed but not when asked (resolved or retried meanwhile).
+    skipped: int = 0
+
+
 class SagaPage(BaseModel):
     items: list[SagaPublic]
     next_cursor: str | None = None

@@ -34,6 +34,7 @@ from engine import (
     step_info,
 )
 from engine.worker import OutagePolicy, build_worker
+from tests.support import ledger
 
 pytestmark = pytest.mark.temporal
 
@@ -323,3 +324,30 @@ class TestBulkhead:
             )
         assert [s.status for s in done] == [SagaStatus.COMPLETED] * 6
         assert PEAK["slow"] == 2
+
+
+class TestBulkRetry:
+    """Parked sagas are retried in bulk after an outage (the CLI's ``sagas retry --all``)."""
+
+    async def test_every_parked_saga_of_a_type_is_retried(self, sagas: SagaClient) -> None:
+        parked = []
+        for _ in range(2):
+            saga_id = f"bulk-{uuid.uuid4().hex[:10]}"
+            ledger.plan(saga_id, refuse={"c"}, compensation_failures={"a": ledger.ALWAYS})
+            await sagas.start("three_steps", {"order_id": saga_id}, saga_id=saga_id)
+            parked.append(saga_id)
+        for saga_id in parked:
+            await sagas.wait_for(saga_id, until=SagaStatus.COMPENSATION_FAILED, timeout=30)
+            ledger.fix(saga_id)
+        assert await sagas.retry_parked(saga_type="parallel_group") == []
+        assert sorted(await sagas.retry_parked(saga_type="three_steps")) == sorted(parked)
+        for saga_id in parked:
+            assert (await finished(sagas, saga_id)).status is SagaStatus.COMPENSATED
+
+    def test_the_cli_takes_an_id_or_all(self) -> None:
+        from typer.testing import CliRunner
+
+        from engine.cli import app
+
+        for args in (["retry"], ["retry", "s-1", "--all"], ["retry", "s-1", "--type", "t"]):
+            assert CliRunner().invoke(app, args).exit_code == 2, args
