@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import structlog
 from temporalio import activity
+from temporalio.common import MetricGauge, MetricMeter
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import (
     ActivityInboundInterceptor,
@@ -123,12 +124,21 @@ class ParticipantGuard(Interceptor):
         policy: OutagePolicy,
         *,
         clock: Callable[[], float] = time.monotonic,
+        meter: MetricMeter | None = None,
     ) -> None:
         self.participants = dict(participants)  # activity name -> participant
         self.policy = policy
         self._clock = clock
         self._breakers: dict[str, Breaker] = {}
         self._in_flight: dict[str, int] = {}
+        # The worker's runtime meter, not the activity's: one series per participant, without
+        # the activity type and task queue that an activity's meter would add.
+        self._state_gauge = (meter or MetricMeter.noop).create_gauge(
+            "sagas_circuit_state",
+            "State of each participant's circuit breaker in this worker: 0 closed, "
+            "1 half-open, 2 open.",
+        )
+        self._gauges: dict[str, MetricGauge] = {}
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _Inbound(next, self)
@@ -141,7 +151,16 @@ class ParticipantGuard(Interceptor):
                 threshold=self.policy.failure_threshold,
                 cooldown=self.policy.cooldown.total_seconds(),
             )
+            self._gauge(name, found.state)
         return found
+
+    def _gauge(self, name: str, state: CircuitState) -> None:
+        gauge = self._gauges.get(name)
+        if gauge is None:
+            gauge = self._gauges[name] = self._state_gauge.with_additional_attributes(
+                {"participant": name}
+            )
+        gauge.set(state.gauge)
 
     def in_flight(self, name: str) -> int:
         return self._in_flight.get(name, 0)
@@ -187,19 +206,7 @@ class ParticipantGuard(Interceptor):
         if transition.new is CircuitState.OPEN:
             fields["retry_after_seconds"] = breaker.cooldown
         logger.warning(f"circuit {transition.new.value}", **fields)
-        _gauge(transition.participant, transition.new)
-
-
-def _gauge(name: str, state: CircuitState) -> None:
-    try:
-        meter = activity.metric_meter()
-    except RuntimeError:  # outside an activity (unit tests of the guard)
-        return
-    meter.create_gauge(
-        "sagas_circuit_state",
-        "State of each participant's circuit breaker in this worker: 0 closed, 1 half-open, "
-        "2 open.",
-    ).set(state.gauge, {"participant": name})
+        self._gauge(transition.participant, transition.new)
 
 
 def _refused(kind: str, name: str, retry_after: float, message: str) -> ApplicationError:

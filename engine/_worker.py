@@ -10,6 +10,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.plugin import SimplePlugin
+from temporalio.runtime import Runtime
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -77,6 +78,7 @@ def build_worker(
     guard = ParticipantGuard(
         activity_participants(sagas),
         outage or outage_policy(get_settings(), max_concurrent_activities),
+        meter=(client.service_client.config.runtime or Runtime.default()).metric_meter,
     )
     interceptors = [*worker_options.pop("interceptors", ()), guard]
     executor = None

@@ -351,3 +351,42 @@ class TestBulkRetry:
 
         for args in (["retry"], ["retry", "s-1", "--all"], ["retry", "s-1", "--type", "t"]):
             assert CliRunner().invoke(app, args).exit_code == 2, args
+
+
+async def test_the_circuit_state_is_a_metric(dev_env: WorkflowEnvironment) -> None:
+    from prometheus_client import REGISTRY, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from engine import connect
+    from engine.telemetry import exporting_metrics, temporal_runtime
+
+    def circuit_state() -> list[float]:
+        return [
+            sample.value
+            for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+            for sample in family.samples
+            if sample.name == "sagas_circuit_state"
+            and sample.labels.get("participant") == "payments"
+        ]
+
+    client = await connect(dev_env.client.service_client.config.target_host,
+                           runtime=temporal_runtime())  # fmt: skip
+    outage = OutagePolicy(failure_threshold=1, cooldown=timedelta(seconds=3))
+    async with exporting_metrics():
+        async for sagas in _with(client, outage):
+            saga_id = await start(sagas, "o_pay_four_times", o_pay=1)
+            await sagas.wait_for(
+                saga_id, until=lambda s: s.step("pay").waiting is not None, timeout=20,
+                interval=0.05,
+            )  # fmt: skip
+            await asyncio.sleep(1.5)  # the exporter drains the SDK's buffer every second
+            assert circuit_state() == [2]  # open
+            assert (await finished(sagas, saga_id)).status is SagaStatus.COMPLETED
+            await asyncio.sleep(1.5)
+            assert circuit_state() == [0]  # closed again by the probe
+
+
+async def _with(client: Any, outage: OutagePolicy) -> AsyncIterator[SagaClient]:
+    task_queue = f"outage-{uuid.uuid4()}"
+    async with build_worker(client, task_queue=task_queue, sagas=SAGAS, outage=outage):
+        yield SagaClient(client, task_queue=task_queue)
