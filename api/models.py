@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from engine import CompensationStatus, Decision, SagaStatus, StepStatus
+from engine import CompensationStatus, Decision, ParticipantWait, SagaStatus, StepStatus
 
 
 class Problem(BaseModel):
@@ -29,6 +29,8 @@ class CompensationPublic(BaseModel):
     error: str | None = None
     resolved_by: str | None = None
     resolution: str | None = None
+    #: Waiting on a participant its worker will not call now (circuit open, bulkhead full).
+    waiting: ParticipantWait | None = None
 
 
 class StepPublic(BaseModel):
@@ -42,6 +44,10 @@ class StepPublic(BaseModel):
     idempotency_key: str
     approval: Decision | None = None
     compensation: CompensationPublic | None = None
+    #: Waiting on a participant its worker will not call now (circuit open, bulkhead full).
+    waiting: ParticipantWait | None = None
+    #: The fallback activity that served when the action failed for good.
+    served_by: str | None = None
 
 
 class OperatorActionPublic(BaseModel):

@@ -225,6 +225,12 @@ def render(state: SagaState) -> str:
         comp = step.compensation
         comp_text = f"{comp.status.value} ({comp.attempts})" if comp else "-"
         error = (comp.error if comp and comp.error else step.error) or ""
+        waiting = (comp.waiting if comp else None) or step.waiting
+        if waiting is not None:
+            until = waiting.until.isoformat(timespec="seconds")
+            error = f"waiting on {waiting.participant} ({waiting.reason}) until {until}"
+        elif step.served_by:
+            error = f"served by the fallback {step.served_by}"
         rows.append((step.name, step.status.value, str(step.attempts), comp_text, error))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
