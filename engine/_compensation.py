@@ -53,13 +53,22 @@ class Entry:
     span_context: SpanContext = INVALID_SPAN_CONTEXT  # of the step's span, for the undo's link
 
     @property
-    def undo(self) -> Callable[..., Any] | None:
-        """The compensation of whichever action served."""
-        return self.step.fallback_compensate if self.fallback_served else self.step.compensate
+    def undos(self) -> list[tuple[Callable[..., Any], Any]]:
+        """The compensations to run, each with the output it undoes.
+
+        That of whichever action served; when the fallback served, the action's outcome is
+        unknown (it failed, but not by a refusal), so its compensation runs too, with no
+        output, as for any unknown outcome.
+        """
+        step = self.step
+        if not self.fallback_served:
+            return [(step.compensate, self.output)] if step.compensate else []
+        undos = [(step.fallback_compensate, self.output), (step.compensate, None)]
+        return [(fn, output) for fn, output in undos if fn is not None]
 
     @property
     def needs_compensation(self) -> bool:
-        return self.undo is not None and not self.definitely_failed
+        return bool(self.undos) and not self.definitely_failed
 
 
 @dataclass
@@ -116,21 +125,12 @@ class CompensationRunner:
 
     async def _compensate(self, entry: Entry) -> None:
         record, step, state = self._record, entry.step, entry.state
-        undo_fn = entry.undo
-        assert undo_fn is not None
         comp = state.compensation or CompensationState()
         state.compensation = comp
         comp.status = CompensationStatus.RUNNING
         comp.started_at = workflow.now()
         comp.ended_at = None
         record.set_step(state, StepStatus.COMPENSATING)
-        undo: Compensation[Any, Any] = Compensation(
-            saga_id=record.saga_id,
-            step=state.name,
-            idempotency_key=state.idempotency_key,
-            input=entry.arg,
-            output=entry.output,
-        )
         # Linked to the step it undoes: in another part of the trace, often much later.
         with saga_span(
             saga_type=record.saga_type,
@@ -140,17 +140,25 @@ class CompensationRunner:
             links=[entry.span_context],
         ) as span:
             try:
-                await run_attempts(
-                    undo_fn,
-                    undo,
-                    step=step,
-                    phase=COMPENSATION,
-                    policy=self._policy(step),
-                    counter=comp,
-                    give_up_on_refusal=True,
-                    span=span,
-                    on_change=record.changed,
-                )
+                for undo_fn, output in entry.undos:
+                    undo: Compensation[Any, Any] = Compensation(
+                        saga_id=record.saga_id,
+                        step=state.name,
+                        idempotency_key=state.idempotency_key,
+                        input=entry.arg,
+                        output=output,
+                    )
+                    await run_attempts(
+                        undo_fn,
+                        undo,
+                        step=step,
+                        phase=COMPENSATION,
+                        policy=self._policy(step),
+                        counter=comp,
+                        give_up_on_refusal=True,
+                        span=span,
+                        on_change=record.changed,
+                    )
             except GaveUp as exc:
                 comp.status = CompensationStatus.FAILED
                 comp.error = str(exc)

@@ -8,7 +8,8 @@ stage finish first, and whatever they did is compensated with the rest.
 
 Graceful degradation: when the action fails for good, not by a business refusal, the step's
 ``fallback`` runs instead (in the same span, with fresh retries) and the step records that it
-served (``served_by``); its compensation is then ``fallback_compensate``. An ``optional``
+served (``served_by``); undoing the step then runs ``fallback_compensate``, then the action's
+own compensation (its outcome is unknown). An ``optional``
 step that fails ends ``failed_optional`` and the saga goes on without its result.
 """
 

@@ -91,10 +91,10 @@ trip_booking = Saga(
                 start_to_close=timedelta(seconds=90),
                 heartbeat=timedelta(seconds=5),
                 # When the hotel's system stays down, the broker books the room: after fewer
-                # attempts, and a shorter wait on an open circuit, than a step without a
-                # way out.
+                # attempts, and a shorter wait on an open circuit (a minute rides out a short
+                # outage), than a step without a way out.
                 retry=_HOTEL_RETRY,
-                outage_patience=timedelta(seconds=30),
+                outage_patience=timedelta(minutes=1),
                 fallback=hotels.reserve_via_broker,
                 fallback_compensate=hotels.cancel_via_broker,
             ),
