@@ -10,6 +10,7 @@ patience limit: it waits as long as it takes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -21,6 +22,8 @@ from engine._state import CompensationState, ParticipantWait, StepState
 
 # Sagas refused together come back spread over this share of the wait, not all at once.
 _JITTER = 0.2
+# Successive refusals by a full bulkhead wait 1, 2, 4... times its retry delay, up to this.
+_BULKHEAD_BACKOFF_CAP = 16
 
 
 class OutageExhausted(Exception):
@@ -45,30 +48,28 @@ class OutageWait:
 
     async def wait(self, refusal: Refusal) -> None:
         """Sleep until the guard's retry time; raise OutageExhausted when patience is spent."""
-        delay = refusal.retry_after * (1 + _JITTER * workflow.random().random())
-        if self._patience is not None:
-            left = self._patience - self.waited
-            if left <= timedelta(0):
-                raise OutageExhausted(
-                    f"{refusal.participant} unavailable ({refusal.kind.replace('_', ' ')}) "
-                    f"for the step's whole outage patience ({self._patience})"
-                )
-            delay = min(delay, left)
-        now = workflow.now()
+        if self._patience is not None and self.waited >= self._patience:
+            self._counter.waiting = None
+            raise OutageExhausted(
+                f"{refusal.participant} unavailable ({refusal.kind.replace('_', ' ')}) "
+                f"for the step's whole outage patience ({self._patience})"
+            )
         waiting = self._counter.waiting
-        if waiting is not None and waiting.participant == refusal.participant:
-            waiting.reason = refusal.kind
-            waiting.until = now + delay
-            waiting.refusals += 1
-        else:
+        if waiting is None or waiting.participant != refusal.participant:
+            now = workflow.now()
             waiting = ParticipantWait(
-                participant=refusal.participant, reason=refusal.kind, since=now, until=now + delay
+                participant=refusal.participant, reason=refusal.kind, since=now, until=now
             )
             self._counter.waiting = waiting
             workflow.logger.info(
                 "waiting on participant",
                 extra={"participant": refusal.participant, "reason": refusal.kind},
             )
+        else:
+            waiting.refusals += 1
+        waiting.reason = refusal.kind
+        delay = self._delay(refusal, waiting.refusals)
+        waiting.until = workflow.now() + delay
         self._span.add_event(
             f"participant {refusal.kind.replace('_', ' ')}",
             {
@@ -78,8 +79,23 @@ class OutageWait:
             },
         )
         self._on_change()
-        await workflow.sleep(delay)
+        try:
+            await workflow.sleep(delay)
+        except asyncio.CancelledError:
+            self._counter.waiting = None
+            raise
         self.waited += delay
+
+    def _delay(self, refusal: Refusal, refusals: int) -> timedelta:
+        delay = refusal.retry_after
+        if refusal.kind == "bulkhead_full":
+            # The guard cannot tell when a slot frees: back off, so that many waiting sagas
+            # do not keep a busy worker busier with refused calls.
+            delay *= min(2 ** (refusals - 1), _BULKHEAD_BACKOFF_CAP)
+        delay *= 1 + _JITTER * workflow.random().random()
+        if self._patience is not None:
+            delay = min(delay, self._patience - self.waited)
+        return delay
 
     def answered(self) -> None:
         """An attempt reached the participant: the wait, if any, is over."""
