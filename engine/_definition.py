@@ -226,7 +226,7 @@ def _check_stages(saga: str, stages: tuple[Stage, ...]) -> None:
                         activity_name(fn)
                     except TypeError as exc:
                         raise SagaDefinitionError(f"{where}: {label}: {exc}") from None
-            _check_degradation(where, step)
+            check_degradation(where, step)
             if step.pivot and step.retriable:
                 raise SagaDefinitionError(f"{where}: a step cannot be both pivot and retriable")
             if step.retriable and step.compensate is not None:
@@ -275,7 +275,7 @@ def _check_stages(saga: str, stages: tuple[Stage, ...]) -> None:
                 )
 
 
-def _check_degradation(where: str, step: Step) -> None:
+def check_degradation(where: str, step: Step) -> None:
     """Fallbacks, optional steps and outage patience."""
     if step.fallback_compensate is not None and step.fallback is None:
         raise SagaDefinitionError(f"{where}: fallback_compensate= needs a fallback=")

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 from temporalio.common import RetryPolicy
 
-from engine._definition import SagaDefinition, StageRunner
+from engine._definition import SagaDefinition, StageRunner, check_degradation
 from engine._errors import SagaDefinitionError
 from engine._step import DEFAULT_START_TO_CLOSE, Approval, Step, StepKind, activity_name
 
@@ -113,6 +113,10 @@ class SagaRun(Generic[InputT]):
             fallback_compensate=fallback_compensate,
             optional=optional,
         )
+        try:
+            check_degradation(f"step {step_name!r}", step)
+        except SagaDefinitionError as exc:
+            raise RuntimeError(str(exc)) from None
         if pivot or retriable:
             self._point_of_no_return = self._point_of_no_return or step_name
         (output,) = await self._runner.run_stage([step])

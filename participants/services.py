@@ -1,4 +1,19 @@
-"""What each demo participant offers, and how its documented test inputs behave."""
+"""What each demo participant offers, and how its documented test inputs behave.
+
+DESIGN.md's table, with the inputs added since for the outage tactics:
+
+    hotel.hotel_id == "sold-out"          the hotel refuses (409)
+    hotel.hotel_id == "slow"              the hotel answers after ``slow_seconds``
+    hotel.hotel_id == "unreachable"       the hotel answers 503 every time: trip_booking's
+                                          fallback books the room through ``hotel_broker``
+    car.car_class == "unavailable"        the car rental refuses (409): trip_booking's car is
+                                          optional, so the trip completes without it
+    payment.card_token == "tok_declined"  the payment is declined (402)
+    payment.card_token == "tok_flaky"     two 503s, then the charge
+    flight.flight_number == "CANCEL-FAILS"  the airline refuses to cancel (409, a business
+                                          refusal): the saga is parked at once
+    items[].sku == "out-of-stock"         the stock is refused; address "nowhere": the carrier
+"""
 
 from __future__ import annotations
 
