@@ -21,6 +21,7 @@ from engine import (
     Parallel,
     RetryPolicy,
     Saga,
+    SagaDefinition,
     SagaRun,
     Step,
     StepFailed,
@@ -230,7 +231,7 @@ card_declined = Saga(
     steps=[fast(a, undo_a, input=lambda p: Order(order_id=p.order_id)), fast(check_card)],
 )
 
-ALL = [
+ALL: list[SagaDefinition[Any]] = [
     three_steps,
     parallel_group,
     timed_out_step,
