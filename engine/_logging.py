@@ -32,7 +32,7 @@ SECRET_KEYS = re.compile(
     re.IGNORECASE,
 )
 #: Values that look like a card token or a card number, wherever they appear in text.
-SECRET_VALUES = re.compile(r"\btok_[A-Za-z0-9_]+|\b(?:\d[ -]?){13,19}\b")
+SECRET_VALUES = re.compile(r"\btok_[A-Za-z0-9_]+|\b\d(?:[ -]?\d){12,18}\b")
 MASK = "[redacted]"
 
 
