@@ -21,13 +21,14 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, insert
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from engine import SagaClient, SagaState, SagaStatus, StepState, StepStatus
+from engine._migrate import upgrade
 from engine._store import with_driver
-from engine._store_tables import TABLES
+from engine._store_tables import OPERATOR_ACTIONS, SAGAS, STEPS, TABLES
 from engine.config import Settings
 from engine.store import InvalidCursor, KeyConflict, Projector, SagaStore, read_from_temporal
 from engine.worker import build_worker
@@ -315,6 +316,51 @@ class TestMasking:
         assert step.compensation.resolution == "refunded [redacted] by hand"
         (action,) = store.actions("trip-1234567890123456")
         assert action.reason == "refunded [redacted]"
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_migration_masks_what_was_kept_before(
+    database: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Rows written before masking existed: a finished saga is never written again."""
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    else:
+        url = create_database(request.getfixturevalue("postgres"), f"old_{uuid.uuid4().hex}")
+    store = SagaStore(url)
+    try:
+        masks_what_was_kept_before(store)
+    finally:
+        store.close()
+
+
+def masks_what_was_kept_before(store: SagaStore) -> None:
+    upgrade(store.engine, "0001")
+    token, at = "tok_from_2025", datetime(2025, 1, 1, tzinfo=UTC)
+    with store.engine.begin() as conn:  # as the store wrote them then
+        conn.execute(insert(SAGAS), [
+            {"id": f"old-{n}", "type": "trip", "status": "completed", "revision": 9,
+             "input": {"payment": {"card_token": token}, "n": n}, "result": {"charge": token},
+             "error": None, "cancel_reason": f"lost {token}", "awaiting_approval": [],
+             "past_pivot": True, "trace_id": None, "created_at": at, "updated_at": at}
+            for n in range(3)
+        ])  # fmt: skip
+        conn.execute(insert(STEPS), [
+            {"saga_id": "old-1", "position": 0, "name": "charge",
+             "state": step("old-1", "charge").model_dump(mode="json")
+             | {"output": {"card": token}, "error": f"card {token} declined"}},
+        ])  # fmt: skip
+        conn.execute(insert(OPERATOR_ACTIONS), [
+            {"saga_id": "old-1", "action": "resolve", "reason": f"refunded {token}", "at": at}
+        ])  # fmt: skip
+    assert token in kept(store)
+    store.migrate()
+    assert token not in kept(store)
+    stored = store.get("old-1")
+    assert stored is not None
+    assert stored.state.input == {"payment": {"card_token": "[redacted]"}, "n": 1}
+    assert stored.state.step("charge").error == "card [redacted] declined"
+    assert stored.state.cancel_reason == "lost [redacted]"
 
 
 def nested_card(depth: int, token: str) -> dict[str, Any]:
