@@ -41,19 +41,42 @@ def redact_text(text: str) -> str:
     return SECRET_VALUES.sub(MASK, text)
 
 
-def _redact(value: Any, depth: int = 0) -> Any:
-    if depth > 6:
-        return value
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, Mapping):
-        return {
-            k: MASK if isinstance(k, str) and SECRET_KEYS.search(k) else _redact(v, depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_redact(v, depth + 1) for v in value]
-    return value
+#: Containers one log field may hold before the rest is masked unseen (bounds the work).
+MAX_NODES = 10_000
+
+
+def _redact(value: Any) -> Any:
+    """A copy of ``value`` with secrets masked at any depth (no recursion, no depth limit).
+
+    Fails closed: past :data:`MAX_NODES` containers, or at a container met twice (a cycle),
+    what is left is masked rather than let through.
+    """
+    root: list[Any] = [None]
+    # (value, the container its copy goes into, at which key or index)
+    todo: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+    met: set[int] = set()
+    while todo:
+        item, into, at = todo.pop()
+        if isinstance(item, str):
+            into[at] = redact_text(item)
+        elif isinstance(item, Mapping | list | tuple):
+            if id(item) in met or len(met) >= MAX_NODES:
+                into[at] = MASK
+                continue
+            met.add(id(item))
+            if isinstance(item, Mapping):
+                copy: Any = {}
+                for k, v in item.items():
+                    copy[k] = MASK if isinstance(k, str) and SECRET_KEYS.search(k) else None
+                    if copy[k] is None:
+                        todo.append((v, copy, k))
+            else:
+                copy = [None] * len(item)
+                todo.extend((v, copy, i) for i, v in enumerate(item))
+            into[at] = copy
+        else:
+            into[at] = item
+    return root[0]
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
