@@ -89,8 +89,10 @@ def caller(keys: list[ApiKey], authorization: str | None) -> str:
 class Authenticate:
     """Check the key, and the role the matched route needs, before the app sees the request.
 
-    ``open_paths`` need no key (health, metrics; the docs where they are open). The key found
-    is left in the scope's state for :func:`require_key`.
+    ``routes`` are the routers' own routes, whose roles api.roles names (the app's are
+    FastAPI's internal wrappers of them); ``open_paths`` need no key (health, metrics; the
+    docs where they are open). The key found is left in the scope's state for
+    :func:`require_key`.
     """
 
     def __init__(
@@ -109,7 +111,7 @@ class Authenticate:
         try:
             key = authenticate(self.keys, _latin1(headers.get(b"authorization")))
             needed = self._role(scope)
-            if needed is not None and needed not in key.roles:
+            if needed not in key.roles:
                 raise MissingRole(f"this API key lacks the role {needed.value!r}")
         except SagaError as exc:
             await problem(exc.http_status, exc.code, exc.message)(scope, receive, send)
@@ -117,13 +119,14 @@ class Authenticate:
         scope.setdefault("state", {})["api_key"] = key
         await self.app(scope, receive, send)
 
-    def _role(self, scope: Scope) -> Role | None:
+    def _role(self, scope: Scope) -> Role:
+        path = ""  # no such route: the default role of the method, then the router's 404
         for route in self.routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:
                 path = getattr(route, "path", "")
-                return role_for(scope["method"], path)
-        return None  # no such route (or not that method): the router answers 404/405
+                break
+        return role_for(scope["method"], path)
 
 
 def _latin1(value: bytes | None) -> str | None:

@@ -13,6 +13,7 @@ from datetime import timedelta
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from temporalio.service import RetryConfig
 
 from api import openapi, problems
 from api.auth import Authenticate, parse_keys, require_key
@@ -32,6 +33,12 @@ from engine.telemetry import (
     trace_engine,
 )
 from engine.worker import load_modules
+
+
+def retries_within(deadline: float) -> RetryConfig:
+    """The SDK's retries of an unanswered call, given up in half the API's deadline: an
+    unreachable Temporal is then a 503 (unavailable), not a 504 (no answer in time)."""
+    return RetryConfig(max_elapsed_time_millis=int(deadline * 500), max_interval_millis=1000)
 
 
 class UnsafeSettings(SagaError, ValueError):
@@ -64,7 +71,10 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
             trace_engine(store.engine, tracer_provider)
         connection = settings.temporal_connection()
         client = await connect(
-            connection, runtime=temporal_runtime(), data_converter=settings.data_converter()
+            connection,
+            runtime=temporal_runtime(),
+            data_converter=settings.data_converter(),
+            retry_config=retries_within(settings.api_temporal_timeout_seconds),
         )
         sagas = SagaClient(
             client,
@@ -112,7 +122,9 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
     open_paths = {"/healthz", "/readyz", "/metrics"}
     if docs == "open":
         open_paths |= {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
-    app.add_middleware(Authenticate, keys=keys, routes=app.router.routes, open_paths=open_paths)
+    routers = (sagas.router, saga_types.router, codec.router)
+    routes = [route for router in routers for route in router.routes]
+    app.add_middleware(Authenticate, keys=keys, routes=routes, open_paths=open_paths)
     hosts = allowed_hosts(settings.api_allowed_hosts, production=production)
     app.add_middleware(HostCheck, hosts=hosts, open_paths={"/healthz", "/readyz", "/metrics"})
     # The Temporal UI calls the codec routes from the browser, on its own origin. Outermost,

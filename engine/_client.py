@@ -17,13 +17,14 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, TracingInterceptor
 from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 from engine import _registry
 from engine._connection import TemporalConnection, explain_failure
@@ -57,6 +58,7 @@ async def connect(
     namespace: str | None = None,
     runtime: Runtime | None = None,
     data_converter: DataConverter | None = None,
+    retry_config: RetryConfig | None = None,
 ) -> Client:
     """A Temporal client with the pydantic data converter the engine needs.
 
@@ -68,7 +70,8 @@ async def connect(
     With tracing on (:func:`engine.configure_tracing`), the client carries Temporal's
     OpenTelemetry plugin, and so do the workers built on it: the trace context travels from
     the caller through the workflow to every activity. ``data_converter`` defaults to the one
-    the process's settings describe (sealed with ``SAGAS_ENCRYPTION_KEY``).
+    the process's settings describe (sealed with ``SAGAS_ENCRYPTION_KEY``). ``retry_config``
+    is how the SDK retries a call Temporal did not answer (by default for about 10 s).
     """
     settings = get_settings()
     if isinstance(target, TemporalConnection):
@@ -86,6 +89,7 @@ async def connect(
             data_converter=data_converter or settings.data_converter(),
             **_tracing_options(),
             runtime=runtime,
+            retry_config=retry_config,
         )
     except RuntimeError as exc:
         raise TemporalUnavailable(explain_failure(str(exc), connection)) from None
@@ -328,6 +332,8 @@ class SagaClient:
                 self.update_timeout,
             )
             return state
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise TemporalTimeout(TIMEOUT_MESSAGE) from None
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == CONFLICT:
