@@ -69,7 +69,7 @@ def authenticate(keys: list[ApiKey], authorization: str | None) -> ApiKey:
     if not keys:
         return ANONYMOUS
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token.strip():
         raise NoApiKey("an API key is required: Authorization: Bearer <key>")
     offered = token.strip().encode()
     found = None
