@@ -43,11 +43,14 @@ class Hostile:
     params: dict[str, str] | None = None
 
 
+def cursor_of(saga_id: str) -> str:
+    return encode_cursor(datetime.now(UTC), saga_id)
+
+
 def table(saga: str, waiting: str) -> list[Hostile]:
     """The requests, ``saga`` a completed saga and ``waiting`` one that awaits approval (both
     started by the ops key)."""
     ok = {"order_id": "o-hostile", "amount": 1}
-    cursor_of = lambda id_: encode_cursor(datetime.now(UTC), id_)  # noqa: E731
     not_json = base64.urlsafe_b64encode(b"not json").decode().rstrip("=")
     H = Hostile
     return [
