@@ -123,18 +123,23 @@ class StreamHub:
             watch.task = asyncio.create_task(self._poll(saga_id, watch))
         watch.followers += 1
         seen = 0
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self.max_seconds
         try:
-            async with asyncio.timeout(self.max_seconds):
-                while True:
-                    changed = watch.changed
-                    if watch.version > seen and watch.latest is not None:
-                        seen = watch.version
-                        yield watch.latest.saga
-                    if watch.ended:
-                        return
-                    await changed.wait()
-        except TimeoutError:
-            return
+            while True:
+                changed = watch.changed
+                if watch.version > seen and watch.latest is not None:
+                    seen = watch.version
+                    yield watch.latest.saga
+                if watch.ended or loop.time() >= ends:
+                    return
+                # The bound covers the wait only: a timeout around a yield would cancel the
+                # consumer of this generator wherever it happened to be.
+                try:
+                    async with asyncio.timeout(ends - loop.time()):
+                        await changed.wait()
+                except TimeoutError:
+                    return
         finally:
             watch.followers -= 1
             if not watch.followers and watch.task is not None:
