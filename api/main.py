@@ -116,7 +116,6 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
     codec_limit = settings.codec_max_body_bytes
     app.include_router(codec.router, dependencies=authenticated, max_body_size=codec_limit)
     app.include_router(health.router, max_body_size=limit)
-    app.add_middleware(MeasureRequests, metrics=metrics)
     app.add_middleware(DeclaredLengthLimit, limit=limit, limits={codec.router.prefix: codec_limit})
     # Keys and roles from the headers, before any body is read (see api/auth.py).
     open_paths = {"/healthz", "/readyz", "/metrics"}
@@ -127,6 +126,8 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
     app.add_middleware(Authenticate, keys=keys, routes=routes, open_paths=open_paths)
     hosts = allowed_hosts(settings.api_allowed_hosts, production=production)
     app.add_middleware(HostCheck, hosts=hosts, open_paths={"/healthz", "/readyz", "/metrics"})
+    # Outside the checks, so that refused requests (401, 403, 400, 413) are counted too.
+    app.add_middleware(MeasureRequests, metrics=metrics)
     # The Temporal UI calls the codec routes from the browser, on its own origin. Outermost,
     # so that every answer (a 413 too) carries the headers the browser needs to read it.
     app.add_middleware(

@@ -598,3 +598,17 @@ class TestInputBounds:
         assert Saga("bounded", input=Small, steps=[Step(do)], max_input_bytes=100)
         with pytest.raises(SagaDefinitionError, match="max_input_bytes"):
             Saga("bounded", input=Small, steps=[Step(do)], max_input_bytes=0)
+
+
+async def test_refused_requests_are_counted(stack: Stack) -> None:
+    def refused(metrics: str) -> float:
+        wanted = 'sagas_api_request_seconds_count{method="GET",route="unmatched",status="401"}'
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith(wanted)
+        )
+
+    before = refused((await stack.http.get("/metrics")).text)
+    assert_problem(await stack.http.get("/sagas"), 401)
+    assert refused((await stack.http.get("/metrics")).text) == before + 1
