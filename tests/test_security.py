@@ -612,3 +612,17 @@ async def test_refused_requests_are_counted(stack: Stack) -> None:
     before = refused((await stack.http.get("/metrics")).text)
     assert_problem(await stack.http.get("/sagas"), 401)
     assert refused((await stack.http.get("/metrics")).text) == before + 1
+
+
+def test_host_names_are_read_without_their_port() -> None:
+    from api.hosts import HostCheck, _hostname
+
+    assert [_hostname(h) for h in ("[::1]:8000", "LocalHost:80", "::1", "a.b")] == [
+        "::1",
+        "localhost",
+        "::1",
+        "a.b",
+    ]
+    check = HostCheck(FastAPI(), ["localhost", "*.example.com"])
+    assert [check.allows(h) for h in ("api.example.com", "localhost")] == [True, True]
+    assert [check.allows(h) for h in ("example.com.evil", "evilexample.com")] == [False, False]
