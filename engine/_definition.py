@@ -64,6 +64,7 @@ class SagaDefinition(Generic[InputT]):
         deadline: timedelta | None = None,
         description: str = "",
         version: int = 1,
+        max_input_bytes: int | None = None,
     ) -> None:
         if not isinstance(name, str) or not _SAGA_NAME.match(name):
             raise SagaDefinitionError(
@@ -77,6 +78,10 @@ class SagaDefinition(Generic[InputT]):
             raise SagaDefinitionError(f"saga {name!r}: deadline must be positive")
         if not isinstance(version, int) or version < 1:
             raise SagaDefinitionError(f"saga {name!r}: version must be a positive integer")
+        if max_input_bytes is not None and (
+            not isinstance(max_input_bytes, int) or max_input_bytes < 1
+        ):
+            raise SagaDefinitionError(f"saga {name!r}: max_input_bytes must be a positive integer")
         self.name = name
         self.input = input
         self.deadline = deadline
@@ -84,6 +89,9 @@ class SagaDefinition(Generic[InputT]):
         # Running sagas keep the version they started with while newer ones roll out (see
         # engine._registry.versions and the workflow's pin_definition).
         self.version = version
+        # Every attempt of a step carries the input into the history: a bound on it is a
+        # bound on how fast a history grows. None: the API's SAGAS_MAX_INPUT_BYTES.
+        self.max_input_bytes = max_input_bytes
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -144,9 +152,15 @@ class Saga(SagaDefinition[InputT]):
         deadline: timedelta | None = None,
         description: str = "",
         version: int = 1,
+        max_input_bytes: int | None = None,
     ) -> None:
         super().__init__(
-            name, input=input, deadline=deadline, description=description, version=version
+            name,
+            input=input,
+            deadline=deadline,
+            description=description,
+            version=version,
+            max_input_bytes=max_input_bytes,
         )
         self.stages: tuple[Stage, ...] = tuple(steps)
         _check_stages(name, self.stages)

@@ -134,9 +134,15 @@ class ImperativeSaga(SagaDefinition[InputT]):
         deadline: timedelta | None = None,
         description: str = "",
         version: int = 1,
+        max_input_bytes: int | None = None,
     ) -> None:
         super().__init__(
-            name, input=input, deadline=deadline, description=description, version=version
+            name,
+            input=input,
+            deadline=deadline,
+            description=description,
+            version=version,
+            max_input_bytes=max_input_bytes,
         )
         if not inspect.iscoroutinefunction(run):
             raise SagaDefinitionError(f"saga {name!r}: run must be an async function")

@@ -47,7 +47,8 @@ def redact_value(value: Any) -> Any:
 
     Mappings come back as dicts and sequences as lists; other values as they are. A walk with
     its own stack, not recursion: no depth at which a secret is let through, no recursion
-    limit to hit, and a structure that contains itself is copied once, not for ever.
+    limit to hit; a container met a second time (a structure that contains itself) is masked,
+    so the copy is a tree that any JSON renderer can write.
     """
     copies: dict[int, Any] = {}
     todo: list[tuple[Any, Any]] = []
@@ -57,10 +58,10 @@ def redact_value(value: Any) -> Any:
             return redact_text(item)
         if not isinstance(item, Mapping | list | tuple):
             return item
-        known = copies.get(id(item))
-        if known is None:
-            known = copies[id(item)] = {} if isinstance(item, Mapping) else []
-            todo.append((item, known))
+        if id(item) in copies:  # met before: a cycle (or shared part), masked, not followed
+            return MASK
+        known = copies[id(item)] = {} if isinstance(item, Mapping) else []
+        todo.append((item, known))
         return known
 
     root = copy(value)

@@ -67,7 +67,7 @@ async def stack(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[S
         app.router.lifespan_context(app),
     ):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             yield Stack(http, SagaClient(sealed, task_queue=settings.task_queue), dev_env.client)
     store.close()
 

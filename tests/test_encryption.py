@@ -96,7 +96,7 @@ class TestProductionSettings:
     def test_safe_values_load(self) -> None:
         settings = Settings(
             environment="production",
-            api_keys=["ops:0123456789abcdef"],
+            api_keys=["ops:" + "0123456789abcdef" * 2],
             encryption_key=new_key(),
             database_url="postgresql://sagas@db/sagas",
         )

@@ -108,7 +108,7 @@ async def stack(
         worker.wait_for("ready")
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
                 yield Stack(http, store)
     finally:
         worker.stop()
