@@ -65,6 +65,7 @@ class SagaDefinition(Generic[InputT]):
         description: str = "",
         version: int = 1,
         outage_patience: timedelta | None = None,
+        max_input_bytes: int | None = None,
     ) -> None:
         if not isinstance(name, str) or not _SAGA_NAME.match(name):
             raise SagaDefinitionError(
@@ -80,6 +81,10 @@ class SagaDefinition(Generic[InputT]):
             raise SagaDefinitionError(f"saga {name!r}: version must be a positive integer")
         if outage_patience is not None and outage_patience <= timedelta(0):
             raise SagaDefinitionError(f"saga {name!r}: outage_patience must be positive")
+        if max_input_bytes is not None and (
+            not isinstance(max_input_bytes, int) or max_input_bytes < 1
+        ):
+            raise SagaDefinitionError(f"saga {name!r}: max_input_bytes must be a positive integer")
         self.name = name
         self.input = input
         self.deadline = deadline
@@ -89,6 +94,9 @@ class SagaDefinition(Generic[InputT]):
         self.version = version
         #: How long its steps may wait on a participant that is down (a step may say otherwise).
         self.outage_patience = outage_patience
+        # Every attempt of a step carries the input into the history: a bound on it is a
+        # bound on how fast a history grows. None: the API's SAGAS_MAX_INPUT_BYTES.
+        self.max_input_bytes = max_input_bytes
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -150,6 +158,7 @@ class Saga(SagaDefinition[InputT]):
         description: str = "",
         version: int = 1,
         outage_patience: timedelta | None = None,
+        max_input_bytes: int | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -158,6 +167,7 @@ class Saga(SagaDefinition[InputT]):
             description=description,
             version=version,
             outage_patience=outage_patience,
+            max_input_bytes=max_input_bytes,
         )
         self.stages: tuple[Stage, ...] = tuple(steps)
         _check_stages(name, self.stages)

@@ -149,6 +149,7 @@ class ImperativeSaga(SagaDefinition[InputT]):
         description: str = "",
         version: int = 1,
         outage_patience: timedelta | None = None,
+        max_input_bytes: int | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -157,6 +158,7 @@ class ImperativeSaga(SagaDefinition[InputT]):
             description=description,
             version=version,
             outage_patience=outage_patience,
+            max_input_bytes=max_input_bytes,
         )
         if not inspect.iscoroutinefunction(run):
             raise SagaDefinitionError(f"saga {name!r}: run must be an async function")

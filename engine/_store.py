@@ -29,6 +29,7 @@ from sqlmodel import Session, col, create_engine, delete, select
 from engine import _store_upsert
 from engine._cursor import decode_cursor, encode_cursor
 from engine._errors import KeyConflict
+from engine._masking import mask_data, mask_text
 from engine._state import FINAL_STATUSES, SagaState, SagaStatus, StepState
 from engine._store_tables import (
     IDEMPOTENCY_KEYS,
@@ -143,7 +144,8 @@ class SagaStore:
         """Record a saga about to start (and its idempotency key).
 
         Returns (saga id, created). With a key seen before and the same fingerprint, the saga
-        it started; with another fingerprint, KeyConflict.
+        it started; with another fingerprint, KeyConflict. ``input`` is kept masked
+        (``_masking``): ``fingerprint`` must be taken from it unmasked, by the caller.
         """
         keys, sagas = IDEMPOTENCY_KEYS, SAGAS
         at = created_at or now()
@@ -169,7 +171,7 @@ class SagaStore:
                     "id": saga_id,
                     "type": saga_type,
                     "status": SagaStatus.RUNNING.value,
-                    "input": input,
+                    "input": mask_data(input),
                     "result": None,
                     "error": None,
                     "cancel_reason": None,
@@ -309,7 +311,7 @@ class SagaStore:
     ) -> None:
         with self.session() as s:
             s.add(OperatorActionRow(saga_id=saga_id, action=action, step=step, actor=actor,
-                                    reason=reason))  # fmt: skip
+                                    reason=mask_text(reason)))  # fmt: skip
             s.commit()
 
     def actions(self, saga_id: str) -> list[OperatorAction]:

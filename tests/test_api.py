@@ -101,7 +101,7 @@ async def api(
     worker = build_worker(dev_env.client, task_queue=settings.task_queue, sagas=ALL, store=store)
     async with worker, app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             yield Api(http, settings)
     store.close()
 
@@ -303,7 +303,7 @@ class TestReading:
         transport = httpx.ASGITransport(app=short)
         async with (
             short.router.lifespan_context(short),
-            httpx.AsyncClient(transport=transport, base_url="http://api") as http,
+            httpx.AsyncClient(transport=transport, base_url="http://localhost") as http,
             asyncio.timeout(15),
         ):
             response = await http.get(f"/sagas/{started['id']}/events", headers=AUTH)
@@ -494,7 +494,8 @@ async def test_readiness_reports_an_unreachable_database(
 
     service = SagaService(settings, SagaClient(dev_env.client), SagaStore(url), ApiMetrics())
     app = create_app(settings, service=service)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         ready = await c.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["database"].startswith("unreachable")
@@ -525,7 +526,7 @@ async def post_raw(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    headers = {**AUTH, "Content-Type": "application/json", **headers}
+    headers = {"Host": "localhost", **AUTH, "Content-Type": "application/json", **headers}
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
