@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from engine import CompensationStatus, Decision, SagaStatus, StepStatus
+from engine import CompensationStatus, Decision, ParticipantWait, SagaStatus, StepStatus
 
 
 class Problem(BaseModel):
@@ -29,6 +29,8 @@ class CompensationPublic(BaseModel):
     error: str | None = None
     resolved_by: str | None = None
     resolution: str | None = None
+    #: Waiting on a participant its worker will not call now (circuit open, bulkhead full).
+    waiting: ParticipantWait | None = None
 
 
 class StepPublic(BaseModel):
@@ -42,6 +44,10 @@ class StepPublic(BaseModel):
     idempotency_key: str
     approval: Decision | None = None
     compensation: CompensationPublic | None = None
+    #: Waiting on a participant its worker will not call now (circuit open, bulkhead full).
+    waiting: ParticipantWait | None = None
+    #: The fallback activity that served when the action failed for good.
+    served_by: str | None = None
 
 
 class OperatorActionPublic(BaseModel):
@@ -91,6 +97,16 @@ class SagaFilters(BaseModel):
     created_before: UtcTime = None
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=500, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class BulkRetryPublic(BaseModel):
+    """What a bulk retry of parked sagas did."""
+
+    #: How many sagas were retried, and which.
+    retried: int
+    saga_ids: list[str]
+    #: Parked when listed but not when asked (resolved or retried meanwhile).
+    skipped: int = 0
 
 
 class SagaPage(BaseModel):

@@ -75,6 +75,8 @@ def step_public(step: StepState) -> StepPublic:
         idempotency_key=step.idempotency_key,
         approval=step.approval,
         compensation=compensation,
+        waiting=step.waiting,
+        served_by=step.served_by,
     )
 
 

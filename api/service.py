@@ -21,13 +21,14 @@ from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.metrics import ApiMetrics
-from api.models import SagaFilters, SagaPage, SagaPublic
+from api.models import BulkRetryPublic, SagaFilters, SagaPage, SagaPublic
 from api.presenter import saga_public
 from api.roles import FourEyes
 from api.streams import Look, StreamHub
 from engine import (
     SagaAlreadyExists,
     SagaClient,
+    SagaConflict,
     SagaError,
     SagaNotFound,
     SagaState,
@@ -35,7 +36,7 @@ from engine import (
     TemporalUnavailable,
 )
 from engine._client import TIMEOUT_MESSAGE
-from engine._errors import TemporalTimeout
+from engine._errors import InvalidRequest, TemporalTimeout
 from engine.config import Settings
 from engine.store import OperatorAction, SagaStore, StoredSaga, read_from_temporal
 from engine.telemetry import current_trace_id
@@ -198,6 +199,44 @@ class SagaService:
         )
         self.metrics.actions.labels(action.value).inc()
         return await self.show(saga_id, fresher=state)
+
+    async def retry_parked(self, filters: SagaFilters, *, by: str) -> BulkRetryPublic:
+        """Retry the compensations of every parked saga that matches the list's filters.
+
+        After an outage, one call instead of one per saga; ``limit`` and ``cursor`` do not
+        apply: every match is retried, each recorded as the caller's action.
+        """
+        parked = SagaStatus.COMPENSATION_FAILED
+        if filters.status not in (None, parked):
+            message = f"only {parked.value} sagas can be retried"
+            raise InvalidRequest(message, errors=[{"loc": ("query", "status"), "msg": message}])
+        retried: list[str] = []
+        skipped, cursor = 0, None
+        while True:
+            page = await asyncio.to_thread(
+                self.store.page,
+                saga_type=filters.type,
+                status=parked.value,
+                created_after=filters.created_after,
+                created_before=filters.created_before,
+                limit=200,
+                cursor=cursor,
+            )
+            for item in page.items:
+                saga_id = item.state.id
+                try:
+                    await self.sagas.retry_compensations(saga_id)
+                except SagaConflict:
+                    skipped += 1
+                    continue
+                await asyncio.to_thread(
+                    self.store.record_action, saga_id, Action.RETRY_COMPENSATIONS.value, actor=by
+                )
+                self.metrics.actions.labels(Action.RETRY_COMPENSATIONS.value).inc()
+                retried.append(saga_id)
+            if page.next_cursor is None:
+                return BulkRetryPublic(retried=len(retried), saga_ids=retried, skipped=skipped)
+            cursor = page.next_cursor
 
     async def _check_four_eyes(self, saga_id: str, by: str) -> None:
         if await self._deadline(self.sagas.started_by(saga_id)) == by:

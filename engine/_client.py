@@ -277,6 +277,20 @@ class SagaClient:
     async def retry_compensations(self, saga_id: str) -> SagaState:
         return await self._update(saga_id, "retry_compensations", None)
 
+    async def retry_parked(self, *, saga_type: str | None = None) -> list[str]:
+        """Retry the compensations of every parked (compensation_failed) saga on this task
+        queue, of one type or all; the ids retried (a saga that left meanwhile is skipped)."""
+        retried = []
+        async for summary in self.iter(saga_type=saga_type, limit=0, running=True):
+            if summary.status != SagaStatus.COMPENSATION_FAILED.value:
+                continue
+            try:
+                await self.retry_compensations(summary.id)
+            except SagaConflict:
+                continue
+            retried.append(summary.id)
+        return retried
+
     async def resolve(
         self, saga_id: str, step: str, *, reason: str, by: str | None = None
     ) -> SagaState:
@@ -288,14 +302,17 @@ class SagaClient:
         return [s async for s in self.iter(saga_type=saga_type, limit=limit)]
 
     async def iter(
-        self, *, saga_type: str | None = None, limit: int = 50
+        self, *, saga_type: str | None = None, limit: int = 50, running: bool = False
     ) -> AsyncIterator[SagaSummary]:
+        """Sagas on this task queue, newest first (``limit`` 0: all; ``running``: open ones)."""
         query = f"TaskQueue = '{self.task_queue}'"
+        if running:
+            query += " AND ExecutionStatus = 'Running'"
         if saga_type is not None:
             _registry.get(saga_type)  # unknown types are an error, not an empty list
             query += f" AND WorkflowType = '{saga_type}'"
         try:
-            async for wf in self.client.list_workflows(query, limit=limit):
+            async for wf in self.client.list_workflows(query, limit=limit or None):
                 memo = await wf.memo()
                 temporal_status = (wf.status.name if wf.status else "UNKNOWN").lower()
                 yield SagaSummary(

@@ -100,6 +100,15 @@ class Settings(BaseSettings):
     # On SIGTERM a worker stops polling and gives running activities this long to finish
     # before cancelling them (Kubernetes: keep terminationGracePeriodSeconds above it).
     worker_shutdown_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # Outages (engine._participants): per participant, in each worker, a circuit breaker that
+    # opens after this many consecutive transient failures for this long, and a bulkhead of
+    # this many concurrent calls (unset: this share of max_concurrent_activities); a call
+    # refused by a full bulkhead is retried after bulkhead_retry_seconds.
+    circuit_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    circuit_cooldown_seconds: float = Field(default=10.0, gt=0, le=3600)
+    bulkhead_max_concurrent: int | None = Field(default=None, ge=1)
+    bulkhead_share: float = Field(default=0.5, gt=0, le=1)
+    bulkhead_retry_seconds: float = Field(default=1.0, gt=0, le=600)
     #: Run sagas in Temporal's workflow sandbox (guards saga definitions against I/O, clocks
     #: and randomness in ``when``/``input`` callables); off saves CPU per saga.
     workflow_sandbox: bool = True

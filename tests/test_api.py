@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +403,32 @@ class TestSteering:
         assert settled["steps"][0]["status"] == "resolved"
         assert settled["steps"][0]["compensation"]["resolution"] == "refunded by hand"
         assert settled["actions"][0]["step"] == "a"
+
+    async def test_parked_sagas_are_retried_in_bulk_by_filter(self, api: Api) -> None:
+        after = datetime.now(UTC) - timedelta(seconds=1)
+        broken = [
+            await api.start("three_steps", refuse={"c"}, compensation_failures={"a": ALWAYS})
+            for _ in range(2)
+        ]
+        other = await api.start("parallel_group", refuse={"d"}, compensation_failures={"a": ALWAYS})
+        for _, saga in [*broken, other]:
+            await api.status(saga["id"], "compensation_failed")
+        for order_id, _ in [*broken, other]:
+            ledger.fix(order_id)  # the outage is over
+
+        bad = await api.post("/sagas/compensations/retry?status=completed")
+        assert_problem(bad, 422, "status")
+        query = f"type=three_steps&created_after={after.isoformat().replace('+00:00', 'Z')}"
+        retried = await api.post(f"/sagas/compensations/retry?{query}")
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["retried"] == 2
+        assert set(retried.json()["saga_ids"]) == {saga["id"] for _, saga in broken}
+        for _, saga in broken:
+            done = await api.status(saga["id"], "compensated")
+            assert [a["action"] for a in done["actions"]] == ["retry_compensations"]
+        assert (await api.get(other[1]["id"]))["status"] == "compensation_failed"
+        again = await api.post(f"/sagas/compensations/retry?{query}")
+        assert again.json()["retried"] == 0
 
     async def test_retry_on_a_healthy_saga_is_409(self, api: Api) -> None:
         _, started = await api.start("three_steps")

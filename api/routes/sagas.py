@@ -21,7 +21,7 @@ from api.deps import (
     ServiceDep,
     StepName,
 )
-from api.models import CancelBody, ResolveBody, SagaPage, SagaPublic
+from api.models import BulkRetryPublic, CancelBody, ResolveBody, SagaPage, SagaPublic
 from api.service import Action
 
 router = APIRouter(tags=["sagas"])
@@ -85,6 +85,14 @@ async def reject_saga(
     """Reject the step that waits for a decision: the saga compensates."""
     comment = body.comment if body else None
     return await service.steer(saga_id, Action.REJECT, by=caller, reason=comment)
+
+
+@router.post("/sagas/compensations/retry", response_model=BulkRetryPublic)
+async def retry_parked_sagas(
+    query: SagaQuery, service: ServiceDep, caller: Caller
+) -> BulkRetryPublic:
+    """Retry every parked (``compensation_failed``) saga matching the list's filters."""
+    return await service.retry_parked(query, by=caller)
 
 
 @router.post("/sagas/{saga_id}/compensations/retry", response_model=SagaPublic)
