@@ -1,0 +1,118 @@
+"""Chaos suites: the whole stack in real processes, broken while sagas run.
+
+Each suite starts sagas of both shipped types over REST, breaks something on the way (kill -9
+of a worker, of the API, of the Temporal server; transient faults and refusals at the
+participants; the saga store's PostgreSQL stopped), waits for every saga to end, and judges
+the outcome with the consistency checker (participants/checker.py): what each saga says it
+did must be what the participants hold. No suite looks at timings.
+
+The short form of each suite runs in ``make test``; the long form (``make chaos``, marked
+slow) is the one docs/reliability.md quotes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine import SagaClient, SagaStatus
+from tests.support.load import Run, final_states, judge, mix, start_all
+from tests.support.stack import Stack, running_stack
+
+pytestmark = [pytest.mark.temporal, pytest.mark.chaos]
+
+#: How a saga may end with nobody's help: completed, compensated, or failed (refused at its
+#: first step, so nothing to compensate). Parked (compensation_failed) needs a person.
+ENDINGS = {SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED}
+
+
+@dataclass(frozen=True)
+class Size:
+    sagas: int
+    rate: float  # sagas started per second
+    kills: int = 0  # worker kills (crash suite)
+    outage: float = 0  # seconds a component is down
+
+    def __str__(self) -> str:
+        return f"{self.sagas}-sagas"
+
+
+def sizes(short: Size, long: Size) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize(
+        "size", [short, pytest.param(long, marks=[pytest.mark.slow, pytest.mark.timeout(1800)])],
+        ids=str,
+    )  # fmt: skip
+
+
+async def client_of(stack: Stack) -> SagaClient:
+    return await SagaClient.connect(stack.temporal.address, task_queue="chaos")
+
+
+async def restart(stack: Stack, name: str) -> None:
+    stack.kill(name)
+    await asyncio.to_thread(stack.start, name)
+
+
+async def break_while_starting(stack: Stack, *, span: float, worker_kills: int) -> None:
+    """Within the ``span`` seconds the starts take: kill -9 the worker at random moments, the
+    API at half-time and the Temporal server at two thirds (each started again at once)."""
+    rng = random.Random(11)
+    events = [(rng.uniform(0.05, 0.95) * span, "worker") for _ in range(worker_kills)]
+    events += [(0.5 * span, "api"), (0.7 * span, "temporal")]
+    begin = asyncio.get_running_loop().time()
+    for at, name in sorted(events):
+        await asyncio.sleep(max(0.0, begin + at - asyncio.get_running_loop().time()))
+        if name == "temporal":
+            stack.temporal.kill()
+            await asyncio.sleep(1)
+            await asyncio.to_thread(stack.temporal.start)
+            await restart(stack, "worker")  # a worker that lived through the outage is fine,
+            # but one killed now must find Temporal back: both paths are exercised
+        else:
+            await restart(stack, name)
+
+
+@sizes(Size(40, rate=4, kills=2), Size(400, rate=5, kills=10))
+async def test_crashes_lose_nothing_and_duplicate_nothing(tmp_path: Path, size: Size) -> None:
+    """Workers killed -9 at random moments, the API killed mid-request, the Temporal server
+    killed -9 and restarted: every saga ends, once, and agrees with the participants."""
+    inputs = mix(size.sagas, refusals=0.1, seed=size.sagas)
+    with running_stack(tmp_path) as stack:
+        run = Run()
+        load = asyncio.create_task(start_all(stack.api_url, inputs, rate=size.rate, run=run))
+        await break_while_starting(stack, span=size.sagas / size.rate, worker_kills=size.kills)
+        await load
+        sagas = await client_of(stack)
+        states = await final_states(sagas, list(run.ids.values()), timeout=240)
+        verdict = await judge(states, stack.participants_url)
+        started = (await sagas.client.count_workflows()).count
+
+    print(f"crashes: {size.kills + 1} worker kills, 1 API kill, 1 Temporal kill; "
+          f"{run.retried_starts} starts retried; {verdict}")  # fmt: skip
+    assert len(run.ids) == size.sagas and run.duplicates == 0
+    assert started == size.sagas, "a retried start booked a second saga"
+    assert verdict.mismatches == [], str(verdict)
+    assert set(verdict.statuses) <= ENDINGS, str(verdict)
+
+
+@sizes(Size(60, rate=10), Size(1000, rate=15))
+async def test_transient_faults_and_refusals_end_by_the_rules(tmp_path: Path, size: Size) -> None:
+    """20 % of participant calls fail transiently, 10 % of the sagas are refused: every saga
+    ends in a status the rules allow, and the checker finds nothing out of place."""
+    inputs = mix(size.sagas, refusals=0.1, seed=size.sagas)
+    with running_stack(tmp_path, SAGAS_PARTICIPANTS_FAULT_RATE="0.2") as stack:
+        run = await start_all(stack.api_url, inputs, rate=size.rate, run=Run())
+        sagas = await client_of(stack)
+        states = await final_states(sagas, list(run.ids.values()), timeout=600)
+        verdict = await judge(states, stack.participants_url)
+
+    print(f"faults: {size.sagas} sagas, 20 % transient faults, 10 % refused; {verdict}")
+    assert verdict.mismatches == [], str(verdict)
+    assert set(verdict.statuses) <= ENDINGS | {SagaStatus.COMPENSATION_FAILED}, str(verdict)
+    # A refused saga compensates; only a saga whose steps all met a fault 5 times in a row
+    # compensates among the good ones (0.2 ** 5 per step), so most complete.
+    assert verdict.statuses.get(SagaStatus.COMPLETED, 0) >= 0.8 * size.sagas, str(verdict)
