@@ -13,14 +13,18 @@ slow) is the one docs/reliability.md quotes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
-from engine import SagaClient, SagaStatus
+from engine import SagaClient, SagaState, SagaStatus
 from tests.support.load import Run, final_states, judge, mix, start_all
+from tests.support.postgres import create_database, running_cluster
+from tests.support.processes import free_port
 from tests.support.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.temporal, pytest.mark.chaos]
@@ -93,7 +97,8 @@ async def test_crashes_lose_nothing_and_duplicate_nothing(tmp_path: Path, size: 
 
     print(f"crashes: {size.kills + 1} worker kills, 1 API kill, 1 Temporal kill; "
           f"{run.retried_starts} starts retried; {verdict}")  # fmt: skip
-    assert len(run.ids) == size.sagas and run.duplicates == 0
+    assert len(run.ids) == size.sagas
+    assert run.duplicates == 0
     assert started == size.sagas, "a retried start booked a second saga"
     assert verdict.mismatches == [], str(verdict)
     assert set(verdict.statuses) <= ENDINGS, str(verdict)
@@ -116,3 +121,59 @@ async def test_transient_faults_and_refusals_end_by_the_rules(tmp_path: Path, si
     # A refused saga compensates; only a saga whose steps all met a fault 5 times in a row
     # compensates among the good ones (0.2 ** 5 per step), so most complete.
     assert verdict.statuses.get(SagaStatus.COMPLETED, 0) >= 0.8 * size.sagas, str(verdict)
+
+
+@sizes(Size(30, rate=5, outage=10), Size(200, rate=5, outage=30))
+async def test_sagas_go_on_while_the_store_is_down(tmp_path: Path, size: Size) -> None:
+    """The saga store's PostgreSQL stopped mid-run: sagas already started go on (Temporal
+    holds them), starts are refused meanwhile (5xx, retried by the client with its key), and
+    once the database is back the store catches up with every saga's final status."""
+    inputs = mix(size.sagas, refusals=0.1, seed=size.sagas)
+    with running_cluster(free_port()) as database:
+        url = create_database(database.url, "chaos")
+        with running_stack(tmp_path, database_url=url) as stack:
+            run = Run()
+            load = asyncio.create_task(start_all(stack.api_url, inputs, rate=size.rate, run=run))
+            await asyncio.sleep(size.sagas / size.rate / 3)
+            await asyncio.to_thread(database.stop)
+            await asyncio.sleep(size.outage)
+            await asyncio.to_thread(database.start)
+            await load
+            sagas = await client_of(stack)
+            states = await final_states(sagas, list(run.ids.values()), timeout=240)
+            verdict = await judge(states, stack.participants_url)
+            lagging = await store_lag(stack.api_url, states, timeout=60)
+
+    print(f"store down {size.outage:.0f} s: {run.retried_starts} starts retried; {verdict}")
+    assert len(run.ids) == size.sagas
+    assert run.duplicates == 0
+    assert verdict.mismatches == [], str(verdict)
+    assert set(verdict.statuses) <= ENDINGS, str(verdict)
+    assert lagging == [], f"the store never caught up with {len(lagging)} sagas: {lagging[:5]}"
+
+
+async def store_lag(api_url: str, states: list[SagaState], *, timeout: float) -> list[str]:
+    """The sagas whose status in the store is not yet their final one.
+
+    Read from the list (``GET /sagas``), which only reads the store: ``GET /sagas/{id}``
+    would fetch a saga the store lacks from Temporal and so hide a store that lags.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    expected = {s.id: str(s.status) for s in states}
+    async with httpx.AsyncClient(base_url=api_url, timeout=10) as http:
+        while True:
+            stored: dict[str, str] = {}
+            cursor = None
+            with contextlib.suppress(httpx.HTTPError):
+                while True:
+                    params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+                    page = (await http.get("/sagas", params=params)).raise_for_status().json()
+                    stored |= {item["id"]: item["status"] for item in page["items"]}
+                    cursor = page["next_cursor"]
+                    if cursor is None:
+                        break
+            behind = sorted(i for i, status in expected.items() if stored.get(i) != status)
+            if not behind or loop.time() > deadline:
+                return behind
+            await asyncio.sleep(1)

@@ -140,9 +140,7 @@ async def judge(states: list[SagaState], participants_url: str) -> Verdict:
         for s in states
         if s.status not in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
     ]
-    return Verdict(
-        dict(sorted(statuses.items())), await check(states, participants_url), unusual
-    )
+    return Verdict(dict(sorted(statuses.items())), await check(states, participants_url), unusual)
 
 
 __all__ = ["FINAL_STATUSES", "Run", "Verdict", "final_states", "judge", "mix", "start_all"]
