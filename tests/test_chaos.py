@@ -177,3 +177,41 @@ async def store_lag(api_url: str, states: list[SagaState], *, timeout: float) ->
             if not behind or loop.time() > deadline:
                 return behind
             await asyncio.sleep(1)
+
+
+@sizes(Size(40, rate=4, outage=15), Size(400, rate=8, outage=30))
+async def test_an_outage_of_the_participants_costs_time_not_outcomes(
+    tmp_path: Path, size: Size
+) -> None:
+    """Every participant down (killed -9, started again after the outage) while sagas run:
+    the workers' circuits open, sagas wait instead of spending their retries, the circuits
+    close when the participants are back, and every saga completes: none compensated because
+    of the outage, none parked."""
+    inputs = mix(size.sagas, refusals=0.0, seed=size.sagas)
+    metrics_port = free_port()
+    with running_stack(tmp_path, SAGAS_WORKER_METRICS_PORT=str(metrics_port)) as stack:
+        run = Run()
+        load = asyncio.create_task(start_all(stack.api_url, inputs, rate=size.rate, run=run))
+        await asyncio.sleep(size.sagas / size.rate / 3)
+        stack.kill("participants")
+        await asyncio.sleep(size.outage)
+        await asyncio.to_thread(stack.start, "participants")
+        await load
+        sagas = await client_of(stack)
+        states = await final_states(sagas, list(run.ids.values()), timeout=600)
+        verdict = await judge(states, stack.participants_url)
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        worker_log = stack.logs("worker")
+
+    opened = worker_log.count('"circuit open"')
+    closed = worker_log.count('"circuit closed"')
+    print(f"outage {size.outage:.0f} s: {size.sagas} sagas; circuits opened {opened} times, "
+          f"closed {closed} times; {verdict}")  # fmt: skip
+    assert verdict.mismatches == [], str(verdict)
+    assert verdict.statuses == {SagaStatus.COMPLETED: size.sagas}, str(verdict)
+    assert opened >= 1, "no circuit opened during the outage"
+    assert closed >= 1, "no circuit closed after the outage"
+    circuit = [line for line in metrics.splitlines() if line.startswith("sagas_circuit_state{")]
+    assert circuit, "the worker exports no sagas_circuit_state"
+    assert all(float(line.split()[-1]) == 0 for line in circuit), circuit
