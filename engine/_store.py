@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, func, insert, text
@@ -298,6 +298,18 @@ class SagaStore:
         with self.session() as s:
             return {(t, st): int(n) for t, st, n in s.exec(query).all()}
 
+    def oldest_in_flight(self) -> dict[tuple[str, str], datetime]:
+        """When the oldest saga not yet final was created, by (type, status): the age that
+        tells a saga stuck in a status from a busy one (alert rules read it)."""
+        finals = [s.value for s in FINAL_STATUSES]
+        query = (
+            select(SagaRow.type, SagaRow.status, func.min(SagaRow.created_at))
+            .where(col(SagaRow.status).not_in(finals))
+            .group_by(col(SagaRow.type), col(SagaRow.status))
+        )
+        with self.session() as s:
+            return {(t, st): _aware(at) for t, st, at in s.exec(query).all()}
+
     # ------------------------------------------------------ operator actions
 
     def record_action(
@@ -357,3 +369,8 @@ def _stored(row: SagaRow, steps: list[StepRow]) -> StoredSaga:
         updated_at=aware(row.updated_at),
     )
     return StoredSaga(state, row.trace_id, aware(row.created_at), row.revision)
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back naive datetimes; the store writes UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

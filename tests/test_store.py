@@ -150,6 +150,19 @@ class TestIdempotencyKeys:
         assert claim(store, "s-9", key="k3") == ("s-9", True)
 
 
+class TestInFlight:
+    def test_the_oldest_saga_of_each_status_gives_the_age_alerts_watch(
+        self, store: SagaStore
+    ) -> None:
+        long_ago = datetime(2026, 1, 1, tzinfo=UTC)
+        for saga_id, at in [("old", long_ago), ("new", datetime.now(UTC)), ("done", long_ago)]:
+            store.claim(saga_id=saga_id, saga_type="t", input={}, key=None, fingerprint="f",
+                        trace_id=None, created_at=at)  # fmt: skip
+        store.apply([(state("done", SagaStatus.COMPLETED), 2)])
+        assert store.in_flight() == {("t", "running"): 2}
+        assert store.oldest_in_flight() == {("t", "running"): long_ago}
+
+
 class TestSnapshots:
     def test_a_newer_snapshot_wins_and_an_older_one_is_ignored(self, store: SagaStore) -> None:
         claim(store, "s-1")
