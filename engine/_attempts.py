@@ -12,7 +12,8 @@ applies the step's retry policy:
 * between attempts the loop sleeps on a durable timer, with capped exponential backoff;
 * an attempt that the worker's guard refused without calling the participant (its circuit is
   open, its bulkhead full: ``engine._participants``) is not counted: the loop waits on the
-  participant instead (``engine._outage``), up to ``patience``.
+  participant instead (``engine._outage``), up to ``patience``; after a wait on an open
+  circuit the retry budget starts afresh, since the failures before it were the outage's.
 
 The pure parts (``backoff``, ``gives_up``, ``is_refusal``) need no workflow and are unit
 tested on their own.
@@ -111,7 +112,11 @@ async def run_attempts(
             counter.error = describe(exc)
             refused = participant_refusal(exc)
             if refused is not None:
-                tried -= 1  # the participant was not called: not an attempt of the budget
+                # The participant was not called: not an attempt of the budget. And once its
+                # circuit is open, the failures that led here belong to the outage, not to
+                # this step: the budget starts afresh after the wait (the outage patience
+                # still bounds how long the step waits in all).
+                tried = 0 if refused.kind == "circuit_open" else tried - 1
                 try:
                     await outage.wait(refused)
                 except OutageExhausted as gave_up:

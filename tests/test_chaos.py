@@ -80,7 +80,7 @@ async def break_while_starting(stack: Stack, *, span: float, worker_kills: int) 
             await restart(stack, name)
 
 
-@sizes(Size(40, rate=4, kills=2), Size(400, rate=5, kills=10))
+@sizes(Size(24, rate=4, kills=1), Size(400, rate=5, kills=10))
 async def test_crashes_lose_nothing_and_duplicate_nothing(tmp_path: Path, size: Size) -> None:
     """Workers killed -9 at random moments, the API killed mid-request, the Temporal server
     killed -9 and restarted: every saga ends, once, and agrees with the participants."""
@@ -104,7 +104,7 @@ async def test_crashes_lose_nothing_and_duplicate_nothing(tmp_path: Path, size: 
     assert set(verdict.statuses) <= ENDINGS, str(verdict)
 
 
-@sizes(Size(60, rate=10), Size(1000, rate=15))
+@sizes(Size(40, rate=10), Size(1000, rate=15))
 async def test_transient_faults_and_refusals_end_by_the_rules(tmp_path: Path, size: Size) -> None:
     """20 % of participant calls fail transiently, 10 % of the sagas are refused: every saga
     ends in a status the rules allow, and the checker finds nothing out of place."""
@@ -123,7 +123,7 @@ async def test_transient_faults_and_refusals_end_by_the_rules(tmp_path: Path, si
     assert verdict.statuses.get(SagaStatus.COMPLETED, 0) >= 0.8 * size.sagas, str(verdict)
 
 
-@sizes(Size(30, rate=5, outage=10), Size(200, rate=5, outage=30))
+@sizes(Size(20, rate=4, outage=6), Size(200, rate=5, outage=30))
 async def test_sagas_go_on_while_the_store_is_down(tmp_path: Path, size: Size) -> None:
     """The saga store's PostgreSQL stopped mid-run: sagas already started go on (Temporal
     holds them), starts are refused meanwhile (5xx, retried by the client with its key), and
@@ -179,7 +179,7 @@ async def store_lag(api_url: str, states: list[SagaState], *, timeout: float) ->
             await asyncio.sleep(1)
 
 
-@sizes(Size(40, rate=4, outage=15), Size(400, rate=8, outage=30))
+@sizes(Size(24, rate=4, outage=12), Size(400, rate=8, outage=30))
 async def test_an_outage_of_the_participants_costs_time_not_outcomes(
     tmp_path: Path, size: Size
 ) -> None:
@@ -209,7 +209,13 @@ async def test_an_outage_of_the_participants_costs_time_not_outcomes(
     print(f"outage {size.outage:.0f} s: {size.sagas} sagas; circuits opened {opened} times, "
           f"closed {closed} times; {verdict}")  # fmt: skip
     assert verdict.mismatches == [], str(verdict)
-    assert verdict.statuses == {SagaStatus.COMPLETED: size.sagas}, str(verdict)
+    spoiled = [
+        f"{s.id}: {s.error}; "
+        + ", ".join(f"{t.name} {t.status} x{t.attempts} ({t.error})" for t in s.steps)
+        for s in states
+        if s.status is not SagaStatus.COMPLETED
+    ]
+    assert spoiled == [], "\n".join(spoiled)
     assert opened >= 1, "no circuit opened during the outage"
     assert closed >= 1, "no circuit closed after the outage"
     circuit = [line for line in metrics.splitlines() if line.startswith("sagas_circuit_state{")]

@@ -198,6 +198,19 @@ class TestCircuitBreaker:
             "circuit closed",
         ]  # fmt: skip
 
+    async def test_the_failures_that_opened_the_circuit_do_not_spend_the_budget(
+        self, sagas: SagaClient
+    ) -> None:
+        # Five failures against a budget of four: the first two open the circuit, each probe
+        # after a cool-down fails and opens it again, the fourth probe succeeds. Counted
+        # across the waits (as before), the step would have given up at its fourth call
+        # and the saga compensated; after each wait on the open circuit the budget starts
+        # afresh, so the outage costs the saga time, not its outcome.
+        saga_id = await start(sagas, "o_pay_four_times", o_pay=5)
+        state = await finished(sagas, saga_id)
+        assert state.status is SagaStatus.COMPLETED
+        assert CALLS[saga_id] == ["o_pay"] * 6
+
     async def test_patience_ends_the_wait_as_if_retries_were_exhausted(
         self, sagas: SagaClient
     ) -> None:
