@@ -32,6 +32,7 @@ from temporalio.exceptions import (
     is_cancelled_exception,
 )
 
+from engine._continue import attempt_loop
 from engine._logging import redact_text
 from engine._state import CompensationState, StepState
 from engine._step import Step
@@ -69,9 +70,10 @@ async def run_attempts(
     ``on_change`` is called whenever it changes. ``budget`` is the schedule-to-close timeout:
     the time all attempts together may take. A cancelled attempt raises ``CancelledError``.
     """
-    budget_end = workflow.now() + budget if budget else None
-    tried = 0
+    loop = attempt_loop(step.step_name, phase)  # continue-as-new (engine._continue)
+    budget_end, tried = loop.resume(budget)
     while True:
+        await loop.checkpoint()
         start_to_close = step.start_to_close
         if budget_end is not None:
             left = budget_end - workflow.now()
@@ -85,15 +87,16 @@ async def run_attempts(
         tried += 1
         on_change()
         try:
-            return await workflow.execute_activity(
-                fn,
-                arg,
-                activity_id=activity_id_for(step.step_name, phase, counter.attempts),
-                start_to_close_timeout=start_to_close,
-                heartbeat_timeout=step.heartbeat,
-                retry_policy=_ONE_TRY,
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
+            with loop.attempt(tried, budget_end):
+                return await workflow.execute_activity(
+                    fn,
+                    arg,
+                    activity_id=activity_id_for(step.step_name, phase, counter.attempts),
+                    start_to_close_timeout=start_to_close,
+                    heartbeat_timeout=step.heartbeat,
+                    retry_policy=_ONE_TRY,
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                )
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise asyncio.CancelledError() from None
