@@ -88,8 +88,10 @@ def capture(
     loops: dict[str, LoopState],
     version: int,
     runs: int,
+    history_length: int,
 ) -> Carry:
-    """The state to carry, taken once no attempt is in flight (every loop parked or asleep)."""
+    """The state to carry, taken once no attempt is in flight (every loop parked or asleep);
+    ``history_length``: of the run that ends, for the store's revisions."""
     running = {name for name, s in record.steps.items() if s.status is StepStatus.RUNNING}
     entries = {}
     for stage in log.stages:
@@ -106,7 +108,7 @@ def capture(
     return Carry(
         version=version,
         runs=runs + 1,
-        revision_base=record.revision_base + workflow.info().get_current_history_length(),
+        revision_base=record.revision_base + history_length,
         phase=record.phase,
         error=record.error,
         cancel=record.cancel,

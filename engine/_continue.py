@@ -94,7 +94,8 @@ class Continuation:
         span = trace.get_current_span()
         self.parked_spans.append(span)
         await workflow.wait_condition(lambda: not self.draining)
-        self.parked_spans.remove(span)
+        if span in self.parked_spans:
+            self.parked_spans.remove(span)
 
     def end_parked_spans(self) -> None:
         for span in self.parked_spans:

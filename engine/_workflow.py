@@ -93,9 +93,9 @@ class SagaWorkflow:
         forward = asyncio.create_task(definition.forward(self._forward))
         self.continuation.enabled = True
         await self._wait_for_forward(forward, definition)
-        self.continuation.stop()
-        if not forward.done():
+        if not forward.done():  # its loops parked: they end with this run
             self._continue_as_new(definition.version, carry.runs if carry else 0)
+        self.continuation.stop()
         if forward.cancelled() or forward.exception() is not None:
             record.error = self._describe_forward_failure(forward)
             if record.past_pivot:
@@ -137,6 +137,7 @@ class SagaWorkflow:
             loops=self.continuation.loops,
             version=version,
             runs=runs,
+            history_length=workflow.info().get_current_history_length(),
         )
         self.continuation.end_parked_spans()
         workflow.logger.info(
