@@ -269,8 +269,9 @@ class TestWaitsSurvive:
         state = await limited.approve(saga_id, by="ops", comment="fine")
         final = await limited.result(saga_id)
         assert final.status is SagaStatus.COMPLETED
-        assert final.step("p2").approval is not None
-        assert final.step("p2").approval.by == "ops"
+        approval = final.step("p2").approval
+        assert approval is not None
+        assert approval.by == "ops"
         assert final.step("p1").attempts == 9
 
     async def test_the_approval_keeps_its_timeout(
