@@ -62,7 +62,11 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
         client = await connect(
             connection, runtime=temporal_runtime(), data_converter=settings.data_converter()
         )
-        sagas = SagaClient(client, task_queue=settings.task_queue)
+        sagas = SagaClient(
+            client,
+            task_queue=settings.task_queue,
+            history_events_limit=settings.history_events_limit,
+        )
         # Links into the Temporal UI name the namespace the connection resolved to.
         resolved = settings.model_copy(update={"namespace": connection.namespace})
         app.state.service = SagaService(resolved, sagas, store, metrics)

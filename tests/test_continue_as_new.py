@@ -13,11 +13,14 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from api.main import create_app
 from engine import (
     Approval,
     ImperativeSaga,
@@ -35,6 +38,7 @@ from engine._carry import Carry
 from engine._continue import BASE_MEMO, LIMIT_MEMO
 from engine._projection import read_from_temporal
 from engine._store import SagaStore
+from engine.config import Settings
 from engine.worker import build_replayer, build_worker
 from tests.support import ledger
 from tests.support.sagas import (
@@ -54,6 +58,7 @@ from tests.support.sagas import (
     undo_p1,
     undo_p2,
 )
+from tests.test_api import KEY, Api
 from tests.test_execution_rules import undone_in_order
 
 pytestmark = pytest.mark.temporal
@@ -329,5 +334,44 @@ async def test_the_store_shows_one_saga(dev_env: WorkflowEnvironment, tmp_path: 
             assert read is not None
             history = await dev_env.client.get_workflow_handle(saga_id).fetch_history()
             assert read[1] == carry.revision_base + len(history.events)
+    finally:
+        store.close()
+
+
+async def test_the_api_shows_one_saga(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """Started through the API with SAGAS_HISTORY_EVENTS_LIMIT: GET follows it across runs."""
+    url = f"sqlite:///{tmp_path / 'sagas.sqlite'}"
+    settings = Settings(
+        database_url=url,
+        temporal_address=dev_env.client.service_client.config.target_host,
+        task_queue=f"api-{uuid.uuid4()}",
+        modules=["tests.support.sagas"],
+        api_keys=[KEY],
+        history_events_limit=100,
+    )
+    store = SagaStore(url)
+    store.migrate()
+    app = create_app(settings)
+    worker = build_worker(dev_env.client, task_queue=settings.task_queue, sagas=SAGAS, store=store)
+    try:
+        async with worker, app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+                api = Api(http, settings)
+                _, started = await api.start("can_forever", transient={"c": 12})
+                saga_id = started["id"]
+                seen: list[int] = []
+
+                def completed(saga: dict[str, Any]) -> bool:
+                    seen.append(saga["steps"][2]["attempts"])
+                    return bool(saga["status"] == "completed")
+
+                done = await api.until(saga_id, completed)
+                assert done["id"] == saga_id
+                assert [s["attempts"] for s in done["steps"]] == [1, 1, 13, 1]
+                assert seen == sorted(seen)  # never an older run's snapshot after a newer one
+                carry = await carried(dev_env.client, saga_id)
+                assert carry is not None
+                assert done["created_at"] == started["created_at"]
     finally:
         store.close()
