@@ -375,3 +375,33 @@ async def test_the_api_shows_one_saga(dev_env: WorkflowEnvironment, tmp_path: Pa
                 assert done["created_at"] == started["created_at"]
     finally:
         store.close()
+
+
+pinned_v1 = Saga(
+    "can_pinned",
+    input=Order,
+    steps=[fast(a, undo_a), Step(c, retriable=True, retry=FAST_FOREVER)],
+)
+pinned_v2 = Saga(
+    "can_pinned",
+    version=2,
+    input=Order,
+    steps=[fast(a, undo_a), fast(b, undo_b), Step(c, retriable=True, retry=FAST_FOREVER)],
+)
+
+
+async def test_a_continued_saga_keeps_its_definition_version(dev_env: WorkflowEnvironment) -> None:
+    """Started on v1, continued as new after v2 rolled out: every run is v1."""
+    task_queue = f"tq-{uuid.uuid4()}"
+    sagas = SagaClient(dev_env.client, task_queue=task_queue, history_events_limit=LIMIT)
+    async with build_worker(dev_env.client, task_queue=task_queue, sagas=[pinned_v1]):
+        saga_id = await start(sagas, "can_pinned", transient={"c": 10})
+        await sagas.wait_for(saga_id, until=lambda s: s.step("c").attempts >= 1, timeout=30)
+    async with build_worker(dev_env.client, task_queue=task_queue, sagas=[pinned_v1, pinned_v2]):
+        state = await sagas.result(saga_id)
+    assert state.status is SagaStatus.COMPLETED
+    assert [s.name for s in state.steps] == ["a", "c"]
+    assert forward_calls(saga_id, "b") == []
+    carry = await carried(dev_env.client, saga_id)
+    assert carry is not None
+    assert carry.version == 1
