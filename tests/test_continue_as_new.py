@@ -41,6 +41,7 @@ from engine._store import SagaStore
 from engine.config import Settings
 from engine.worker import build_replayer, build_worker
 from tests.support import ledger
+from tests.support.ledger import ALWAYS
 from tests.support.sagas import (
     FAST,
     FAST_FOREVER,
@@ -140,7 +141,14 @@ imperative = ImperativeSaga(
     activities=[a, undo_a, b, undo_b, c, p1, d],
 )
 
-SAGAS = [forever, then_refused, waiting, waiting_long, imperative]
+deadlined = Saga(
+    "can_deadline",
+    input=Order,
+    deadline=timedelta(hours=2),
+    steps=[fast(a, undo_a), fast(b, undo_b, retry=SLOW_FOREVER)],
+)
+
+SAGAS = [forever, then_refused, waiting, waiting_long, imperative, deadlined]
 
 
 @pytest.fixture
@@ -294,6 +302,21 @@ class TestWaitsSurvive:
         assert final.step("p1").attempts == 9
         assert undone_in_order(saga_id) == ["p1", "a"]
         assert (await carried(limited.client, saga_id)) is not None
+
+    async def test_the_deadline_counts_from_the_first_run(
+        self, limited: SagaClient, skipping_env: WorkflowEnvironment
+    ) -> None:
+        saga_id = await start(limited, "can_deadline", transient={"b": ALWAYS})
+        await skipping_env.sleep(timedelta(hours=4))  # b retries every 5 minutes meanwhile
+        final = await limited.result(saga_id)
+        assert final.status is SagaStatus.COMPENSATED
+        assert final.cancel_reason == "deadline exceeded"
+        carry = await carried(limited.client, saga_id)
+        assert carry is not None
+        assert carry.runs >= 2
+        elapsed = final.step("b").ended_at - final.started_at  # type: ignore[operator]
+        assert 7200 <= elapsed.total_seconds() < 7200 + 120
+        assert undone_in_order(saga_id) == ["b", "a"]
 
     async def test_a_cancel_after_continuing_undoes_what_came_before(
         self, limited_dev: SagaClient
