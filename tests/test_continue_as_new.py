@@ -9,6 +9,7 @@ imperative code resuming from its steps' carried results, approvals and deadline
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -39,9 +40,11 @@ from engine._continue import BASE_MEMO, LIMIT_MEMO
 from engine._projection import read_from_temporal
 from engine._store import SagaStore
 from engine.config import Settings
-from engine.worker import build_replayer, build_worker
+from engine.worker import build_replayer, build_worker, load_modules
 from tests.support import ledger
 from tests.support.ledger import ALWAYS
+from tests.support.otlp import ReceivedSpan, otlp_receiver
+from tests.support.processes import Background
 from tests.support.sagas import (
     FAST,
     FAST_FOREVER,
@@ -428,3 +431,50 @@ async def test_a_continued_saga_keeps_its_definition_version(dev_env: WorkflowEn
     carry = await carried(dev_env.client, saga_id)
     assert carry is not None
     assert carry.version == 1
+
+
+async def test_the_trace_stays_one_trace(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """A worker exporting traces (a process of its own, as tracing is per process): the runs'
+    spans are one trace, the next run's workflow span a child of the one before."""
+    task_queue = f"traced-{uuid.uuid4()}"
+    with otlp_receiver() as receiver:
+        env = {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "SAGAS_DATA_DIR": str(tmp_path / "data"),
+            "SAGAS_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "SAGAS_TASK_QUEUE": task_queue,
+            "SAGAS_STORE_ENABLED": "false",
+        }
+        env.pop("OTEL_SERVICE_NAME", None)
+        worker = Background(["worker", "-m", __name__], env, tmp_path / "worker.log")
+        try:
+            worker.wait_for("ready")
+            load_modules([__name__])  # the client validates inputs: it knows the sagas too
+            sagas = SagaClient(dev_env.client, task_queue=task_queue, history_events_limit=LIMIT)
+            saga_id = await start(sagas, "can_forever", transient={"c": 8})
+            assert (await sagas.result(saga_id)).status is SagaStatus.COMPLETED
+            carry = await carried(dev_env.client, saga_id)
+            assert carry is not None
+
+            def ours(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+                return [s for s in spans if s.attributes.get("saga.id") == saga_id]
+
+            receiver.received.wait_for(lambda spans: "step d" in {s.name for s in ours(spans)})
+            await asyncio.sleep(0.5)  # the last batches
+            traces = {s.trace_id for s in ours(receiver.received.snapshot())}
+            assert len(traces) == 1
+            (trace_id,) = traces
+            spans = [s for s in receiver.received.snapshot() if s.trace_id == trace_id]
+            runs = [s for s in spans if s.name.startswith("RunWorkflow:")]
+            assert len(runs) == carry.runs + 1
+            by_id = {s.span_id: s for s in spans}
+            assert sum(1 for s in runs if s.parent_span_id in by_id) == carry.runs
+            # The step that was retrying when its run ended: a span per run, the same trace.
+            outcomes = [s.attributes.get("saga.outcome") for s in spans if s.name == "step c"]
+            assert outcomes.count("continued_as_new") == carry.runs
+            assert outcomes.count("succeeded") == 1
+        finally:
+            worker.stop()
