@@ -58,14 +58,17 @@ class Continuation:
         self.enabled = False  # only while the forward phase runs
         self.draining = False  # wanted: loops park instead of starting attempts
         self.in_flight = 0
-        self.started = 0  # attempts started in this run: each run makes progress first
+        # Checkpoints passed in this run (each followed by an attempt, or by whatever else the
+        # loop waits for): a run goes once round a loop before it may continue as new, so each
+        # run makes progress however small the limit.
+        self.passed = 0
         self.loops: dict[str, LoopState] = {}  # the live loops' counters, by step/phase
         self.resumed: dict[str, LoopState] = dict(loops or {})  # from the previous run
         self.parked_spans: list[Span] = []
         self._refused = False
 
     def wanted(self) -> bool:
-        if not self.enabled or self.started == 0 or self._refused:
+        if not self.enabled or self.passed == 0 or self._refused:
             return False
         info = workflow.info()
         if info.is_continue_as_new_suggested():
@@ -85,9 +88,11 @@ class Continuation:
         """Before an attempt: park if the saga is to continue as new (returns at once if not)."""
         if not self.draining:
             if not self.wanted():
+                self.passed += 1
                 return
             if not workflow.patched(PATCH):
                 self._refused = True
+                self.passed += 1
                 return
             self.draining = True
         # The step's span (current in this loop's task) ends when the run continues as new.
@@ -131,7 +136,6 @@ class AttemptLoop:
             yield
             return
         continuation.loops[self._key] = LoopState(tried=tried, budget_end=budget_end)
-        continuation.started += 1
         continuation.in_flight += 1
         try:
             yield
