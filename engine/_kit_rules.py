@@ -1,0 +1,170 @@
+"""The execution rules, checked on one run of a saga: its states and the fakes' call log.
+
+Each rule is a function of a :class:`Run` that returns what it found wrong (nothing: the rule
+holds). They judge behaviour, not a snapshot: which effects were taken and undone, in which
+order, with which keys, and the status the saga reached (DESIGN.md, "Execution rules").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine._kit_fakes import Call
+from engine._state import SagaState, SagaStatus, StepStatus
+from engine._step_info import COMPENSATION, FORWARD, idempotency_key_for
+
+
+@dataclass
+class Run:
+    """One run of a scenario, as a check sees it."""
+
+    scenario: str
+    saga_id: str
+    #: The final state (for a saga that parked in compensation_failed: after the kit's retry).
+    state: SagaState
+    #: Every call of the saga's fakes, in the order they started.
+    calls: list[Call]
+    #: The state seen when the saga parked in compensation_failed, if it did.
+    parked: SagaState | None = None
+    #: Whether the kit's cancel was refused (the pivot had started).
+    cancel_refused: bool = False
+    #: Steps whose compensation the scenario made fail for good.
+    failing_undos: frozenset[str] = frozenset()
+    #: The stage each step ran in (steps of one Parallel group share one): undo order.
+    stage_of: dict[str, int] = field(default_factory=dict)
+    #: Steps that declare a compensation.
+    has_undo: frozenset[str] = frozenset()
+    pivot: str | None = None
+
+    def forward(self, step: str) -> list[Call]:
+        return [c for c in self.calls if c.step == step and c.phase == FORWARD]
+
+    def undos(self, step: str) -> list[Call]:
+        return [c for c in self.calls if c.step == step and c.phase == COMPENSATION]
+
+    def took_effect(self, step: str) -> bool:
+        return any(c.effect for c in self.forward(step))
+
+    @property
+    def steps_called(self) -> list[str]:
+        return list(dict.fromkeys(c.step for c in self.calls if c.phase == FORWARD))
+
+
+Rule = Callable[[Run], list[str]]
+
+
+def effects_match_status(run: Run) -> list[str]:
+    """Completed: nothing undone. Compensated: every effect undone exactly once. Failed:
+    nothing was done that needed undoing."""
+    status = run.state.status
+    compensated = [c.step for c in run.calls if c.phase == COMPENSATION]
+    if status is SagaStatus.COMPLETED:
+        return [f"completed, yet {s}'s compensation was called" for s in dict.fromkeys(compensated)]
+    problems = []
+    for step in run.steps_called:
+        done = [c for c in run.undos(step) if c.outcome == "succeeded"]
+        if len(done) > 1:
+            problems.append(f"{step} was undone {len(done)} times")
+        if step not in run.has_undo or not run.took_effect(step):
+            continue
+        if status is SagaStatus.FAILED:
+            problems.append(f"failed (nothing to compensate), yet {step} took effect")
+        elif status is SagaStatus.COMPENSATED and not done:
+            resolved = run.state.step(step).status is StepStatus.RESOLVED
+            if not resolved:
+                problems.append(f"{step} took effect and was never undone")
+    return problems
+
+
+def undone_in_reverse_order(run: Run) -> list[str]:
+    """A step's compensation starts only once the compensations of every later stage have
+    been tried (a parallel group's in any order)."""
+    first: dict[str, Call] = {}
+    for call in run.calls:
+        if call.phase == COMPENSATION:
+            first.setdefault(call.step, call)
+    problems = []
+    for early, early_call in first.items():
+        for late, _ in first.items():
+            if run.stage_of.get(late, -1) <= run.stage_of.get(early, -1):
+                continue
+            before = [c for c in run.undos(late) if c.seq < early_call.seq]
+            if not before or any(c.ended is None or c.ended > early_call.seq for c in before):
+                problems.append(f"{early} was undone before {late} (which ran after it)")
+    return problems
+
+
+def nothing_undone_after_the_pivot(run: Run) -> list[str]:
+    if run.pivot is None or not any(c.outcome == "succeeded" for c in run.forward(run.pivot)):
+        return []
+    undone = dict.fromkeys(c.step for c in run.calls if c.phase == COMPENSATION)
+    return [f"{step} was compensated after the pivot {run.pivot} succeeded" for step in undone]
+
+
+def no_undo_without_a_call(run: Run) -> list[str]:
+    """A step never called, or only refused, has nothing to undo."""
+    problems = []
+    for step in dict.fromkeys(c.step for c in run.calls if c.phase == COMPENSATION):
+        forward = run.forward(step)
+        if not forward:
+            problems.append(f"{step} was compensated but never called")
+        elif all(c.outcome == "refused" for c in forward):
+            problems.append(f"{step} was compensated after a refusal")
+    return problems
+
+
+def parked_with_exactly_the_failed_undos(run: Run) -> list[str]:
+    if not run.failing_undos:
+        if run.parked is not None:
+            return ["parked in compensation_failed, yet no compensation was made to fail"]
+        return []
+    if run.parked is None:
+        return [f"never parked in compensation_failed ({', '.join(sorted(run.failing_undos))})"]
+    left = {s.name for s in run.parked.steps if s.status is StepStatus.COMPENSATION_FAILED}
+    problems = []
+    if left != set(run.failing_undos):
+        problems.append(f"parked with {sorted(left)} failed, expected {sorted(run.failing_undos)}")
+    for state in run.parked.steps:
+        undone = state.status is StepStatus.COMPENSATED
+        if state.name in left or state.name not in run.has_undo:
+            continue
+        if run.took_effect(state.name) and not undone:
+            problems.append(f"parked before {state.name} was undone ({state.status.value})")
+    return problems
+
+
+def keys_are_stable(run: Run) -> list[str]:
+    """Every attempt of a step, forward or compensation, carries the step's one key."""
+    problems = []
+    for call in run.calls:
+        expected = idempotency_key_for(run.saga_id, call.step)
+        keys = {call.idempotency_key} | ({call.arg_key} if call.arg_key else set())
+        if keys != {expected}:
+            problems.append(
+                f"{call.step} {call.phase} attempt {call.attempt} carried {sorted(keys)}, "
+                f"not {expected}"
+            )
+    for state in run.state.steps:
+        if state.idempotency_key != idempotency_key_for(run.saga_id, state.name):
+            problems.append(f"{state.name}'s recorded key is {state.idempotency_key}")
+    return problems
+
+
+RULES: list[tuple[str, Rule]] = [
+    ("effects", effects_match_status),
+    ("order", undone_in_reverse_order),
+    ("pivot", nothing_undone_after_the_pivot),
+    ("refusals", no_undo_without_a_call),
+    ("parked", parked_with_exactly_the_failed_undos),
+    ("keys", keys_are_stable),
+]
+
+
+def check_rules(run: Run) -> list[str]:
+    return [f"{name}: {problem}" for name, rule in RULES for problem in rule(run)]
+
+
+def describe(value: Any) -> str:
+    return str(value.value) if hasattr(value, "value") else str(value)
