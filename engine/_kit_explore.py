@@ -48,7 +48,7 @@ from engine._step_info import COMPENSATION
 Check = Callable[[Run], Awaitable[None] | None]
 
 #: Real seconds a scenario may take before it is declared stuck (and its saga terminated).
-SCENARIO_TIMEOUT = 60.0
+SCENARIO_TIMEOUT = 20.0
 #: Scenarios in flight at once.
 CONCURRENCY = 12
 
@@ -121,6 +121,7 @@ async def explore(
     returns: Mapping[str, Any] | None = None,
     check: Check | None = None,
     passthrough: bool = False,
+    only: str | None = None,
     raise_on_failure: bool = True,
 ) -> Exploration:
     """Run ``saga`` with ``input`` through every failure point; return the table.
@@ -136,13 +137,13 @@ async def explore(
         async with temporal_for_tests() as own:
             return await explore(
                 saga, input, env=own, fakes=fakes, returns=returns, check=check,
-                passthrough=passthrough, raise_on_failure=raise_on_failure,
+                passthrough=passthrough, only=only, raise_on_failure=raise_on_failure,
             )  # fmt: skip
     saga.validate_input(input)
     fakes = fakes or Fakes(saga, passthrough=passthrough)
     for step, value in (returns or {}).items():
         fakes.step(step).returns(value)
-    explorer = _Explorer(env, saga, input, fakes, check)
+    explorer = _Explorer(env, saga, input, fakes, check, only)
     started = time.monotonic()
     rows = await explorer.run()
     exploration = Exploration(saga.name, rows, time.monotonic() - started)
@@ -165,8 +166,10 @@ class _Explorer:
         input: Any,
         fakes: Fakes,
         check: Check | None,
+        only: str | None = None,
     ) -> None:
         self.env, self.saga, self.input, self.fakes, self.check = env, saga, input, fakes, check
+        self.only = only
         self.task_queue = f"explore-{saga.name}-{uuid.uuid4().hex[:8]}"
         self.client = SagaClient(env.client, task_queue=self.task_queue)
         self.shape: Shape | None = None
@@ -174,46 +177,50 @@ class _Explorer:
 
     async def run(self) -> list[Row]:
         outcomes: list[_Outcome] = []
-        async with (
-            worker_for(self.env, [self.saga], task_queue=self.task_queue, fakes=self.fakes),
-            Clock(self.env),
-        ):
-            baseline = Scenario("completes", frozenset({SagaStatus.COMPLETED}))
-            first = await self.scenario(baseline, shape_from_baseline=True)
-            outcomes.append(first)
-            if self.shape is None:
-                return [o.row for o in outcomes]
-            shape = self.shape
-            forward = [s for s in forward_scenarios(shape) if s.name != "completes"]
-            forward += approval_scenarios(shape, timeout=False)
-            done = await self.concurrently(forward, self.scenario)
-            outcomes += done
-            undo: list[Scenario] = []
-            ran = list(zip([baseline, *forward], outcomes, strict=True))
-            # An imperative saga names its compensations only as it runs: those seen so far.
-            undone = {
-                c.step for o in outcomes if o.run for c in o.run.calls if c.phase == COMPENSATION
-            }
-            for step in shape.steps:
-                if step not in shape.has_undo | undone:
-                    continue
-                candidates = [
-                    (s, o.run is not None and o.row.ok and _undid(o.run, step), _status(o))
-                    for s, o in ran
-                    if o.run is not None
-                ]
-                picked = pick_trigger(step, candidates)
-                if picked is None:
-                    outcomes.append(_Outcome(Row(f"undo of {step} fails", "-", "not reached",
-                                                 [f"no scenario compensated {step}"]), None))  # fmt: skip
-                    continue
-                undo += undo_scenarios(step, *picked)
-            outcomes += await self.concurrently(undo, self.scenario)
-            outcomes += await self.concurrently(restart_scenarios(shape), self.restart_scenario)
-        # Last and alone: moving the clock past an approval's window moves every saga's.
-        for scenario in approval_scenarios(shape, timeout=True):
-            outcomes.append(await self.scenario(scenario))
+        async with worker_for(self.env, [self.saga], task_queue=self.task_queue, fakes=self.fakes):
+            async with Clock(self.env):
+                outcomes = await self._with_clock()
+            if self.shape is not None:
+                # Last and alone: moving the clock past an approval's window moves every saga's.
+                for scenario in self._selected(approval_scenarios(self.shape, timeout=True)):
+                    outcomes.append(await self.scenario(scenario))
         return [o.row for o in outcomes]
+
+    def _selected(self, scenarios: list[Scenario]) -> list[Scenario]:
+        return [s for s in scenarios if self.only is None or self.only in s.name]
+
+    async def _with_clock(self) -> list[_Outcome]:
+        baseline = Scenario("completes", frozenset({SagaStatus.COMPLETED}))
+        outcomes = [await self.scenario(baseline, shape_from_baseline=True)]
+        if self.shape is None:
+            return outcomes
+        shape = self.shape
+        forward = [s for s in forward_scenarios(shape) if s.name != "completes"]
+        forward = self._selected(forward + approval_scenarios(shape, timeout=False))
+        outcomes += await self.concurrently(forward, self.scenario)
+        ran = list(zip([baseline, *forward], outcomes, strict=True))
+        # An imperative saga names its compensations only as it runs: those seen so far.
+        undone = {c.step for o in outcomes if o.run for c in o.run.calls if c.phase == COMPENSATION}
+        undo: list[Scenario] = []
+        for step in shape.steps:
+            if step not in shape.has_undo | undone:
+                continue
+            candidates = [
+                (s, o.run is not None and o.row.ok and _undid(o.run, step), _status(o))
+                for s, o in ran
+                if o.run is not None
+            ]
+            picked = pick_trigger(step, candidates)
+            if picked is not None:
+                undo += undo_scenarios(step, *picked)
+            elif self.only is None:
+                problem = f"no scenario compensated {step}"
+                row = Row(f"undo of {step} fails", "-", "not reached", [problem])
+                outcomes.append(_Outcome(row, None))
+        outcomes += await self.concurrently(self._selected(undo), self.scenario)
+        restarts = self._selected(restart_scenarios(shape))
+        outcomes += await self.concurrently(restarts, self.restart_scenario)
+        return outcomes
 
     async def concurrently(
         self, scenarios: list[Scenario], run: Callable[[Scenario], Awaitable[_Outcome]]
@@ -308,6 +315,16 @@ class _Explorer:
         except TimeoutError:
             seen = "did not settle"
             problems.append(f"did not settle within {SCENARIO_TIMEOUT:g} s; terminated")
+            problems += [
+                f"{c.step} {c.phase} attempt {c.attempt}: {c.outcome}"
+                for c in self.fakes.calls(saga_id)
+            ]
+            with contextlib.suppress(Exception):
+                stuck = await client.state(saga_id)
+                problems.append(
+                    f"stuck {stuck.status.value}: "
+                    + ", ".join(f"{s.name}={s.status.value}" for s in stuck.steps)
+                )
         except Exception as exc:  # a broken scenario is a failing row, not a crashed table
             seen = "error"
             problems.append(f"{type(exc).__name__}: {exc}")
@@ -362,6 +379,15 @@ class _Explorer:
         self, client: SagaClient, saga_id: str, step: str, refused: list[bool]
     ) -> None:
         await self.fakes.reached(saga_id, step, point="hanging")
+        # Cancel once the other calls of the step's stage have answered and the saga has seen
+        # it: the time-skipping test server refuses a workflow task that asks to cancel an
+        # activity it has just completed (ACTIVITY_UNKNOWN), and the saga then stalls.
+        while True:
+            state = await _state(client, saga_id)
+            others = [] if state is None else [s for s in state.steps if s.name != step]
+            if state is not None and not any(s.status is StepStatus.RUNNING for s in others):
+                break
+            await asyncio.sleep(0.02)
         try:
             await client.cancel(saga_id, reason="cancelled by the kit", by="kit")
             refused.append(False)

@@ -20,6 +20,7 @@ its answer is the fake's; the faults above are injected around it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import typing
@@ -279,10 +280,8 @@ class Fakes:
         while where not in self._released:
             # Heartbeats carry the cancellation to the activity (the worker's throttle is short).
             activity.heartbeat()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(released.wait(), timeout=0.05)
-            except TimeoutError:
-                pass
 
     def _answer(self, call: Call, real: Callable[..., Any], answer: Any) -> Any:
         if answer is not _UNSET:
