@@ -1,0 +1,144 @@
+"""The testing kit: explore() over the shipped sagas and the imperative example, and the
+planted bugs it must catch (tests/support/planted.py); its fakes and plugin on their own."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+import engine._compensation
+from activities.pricing import TripTotal
+from engine import SagaStatus
+from engine.testing import ExplorationFailed, Fakes, SagaKit, explore
+from examples.order_imperative import gift_order
+from tests.support import planted
+from tests.support.processes import ROOT
+from workflows.order_fulfillment import OrderRequest, order_fulfillment
+from workflows.trip_booking import TripRequest, trip_booking
+
+pytestmark = pytest.mark.temporal
+
+TRIP = TripRequest.model_json_schema()["examples"][0]
+ORDER = OrderRequest.model_json_schema()["examples"][0]
+#: The price step answers above the approval threshold, so the payment waits for a person.
+EXPENSIVE = {"price_trip": TripTotal(total=5000, needs_approval=True, approval_above=2000)}
+
+
+class TestShippedSagas:
+    """Every failure point of the shipped sagas keeps the rules (and the table says so)."""
+
+    async def test_trip_booking(self, saga_env: WorkflowEnvironment) -> None:
+        table = await explore(trip_booking, TRIP, env=saga_env, returns=EXPENSIVE)
+        names = [row.scenario for row in table.rows]
+        assert len(names) == 38
+        for expected in (
+            "reserve_hotel refused",
+            "charge_payment outcome unknown",
+            "cancel mid-call: reserve_flight",
+            "approval of charge_payment rejected",
+            "approval of charge_payment times out",
+            "undo of reserve_flight fails for good",
+            "worker restarted after price_trip",
+        ):
+            assert any(name.startswith(expected) for name in names), expected
+        assert all(row.ok for row in table.rows)
+
+    async def test_order_fulfillment(self, saga_env: WorkflowEnvironment) -> None:
+        table = await explore(order_fulfillment, ORDER, env=saga_env)
+        assert len(table.rows) == 29
+        refused = {r.scenario: r.seen for r in table.rows}
+        assert refused["reserve_inventory refused"] == "failed"  # nothing to undo
+        assert refused["cancel mid-call: ship_order (refused)"] == "completed"  # the pivot
+
+    async def test_the_imperative_example(self, saga_env: WorkflowEnvironment) -> None:
+        table = await explore(gift_order, {"item": "teapot"}, env=saga_env)
+        assert len(table.rows) == 19
+        seen = {r.scenario: r.seen for r in table.rows}
+        assert seen["wrap refused"] == "completed"  # its code ships unwrapped
+
+
+class TestPlantedBugs:
+    """Each planted bug fails a row of the table, and explore() raises with it."""
+
+    async def test_the_correct_wallet_passes_its_books_check(
+        self, saga_env: WorkflowEnvironment
+    ) -> None:
+        table = await explore(
+            planted.wallet, {}, env=saga_env, passthrough=True, check=planted.books_balance
+        )
+        assert all(row.ok for row in table.rows)
+
+    async def test_a_compensation_that_is_not_idempotent(
+        self, saga_env: WorkflowEnvironment
+    ) -> None:
+        with pytest.raises(ExplorationFailed) as caught:
+            await explore(
+                planted.wallet_double_refund, {}, env=saga_env, passthrough=True,
+                check=planted.books_balance,
+            )  # fmt: skip
+        failed = {row.scenario: row.problems for row in caught.value.exploration.failed}
+        assert any(name.startswith("undo of wallet_debit fails 2x") for name in failed)
+        assert any("balance=" in p for problems in failed.values() for p in problems)
+
+    async def test_a_missing_compensation(self, saga_env: WorkflowEnvironment) -> None:
+        with pytest.raises(ExplorationFailed) as caught:
+            await explore(
+                planted.wallet_no_undo, {}, env=saga_env, passthrough=True,
+                check=planted.books_balance,
+            )  # fmt: skip
+        failed = caught.value.exploration.failed
+        assert "wallet_book_points outcome unknown" in {row.scenario for row in failed}
+        assert any("points=30" in p for row in failed for p in row.problems)
+
+    async def test_compensations_in_definition_order(
+        self, saga_env: WorkflowEnvironment, definition_order: None
+    ) -> None:
+        with pytest.raises(ExplorationFailed) as caught:
+            await explore(order_fulfillment, ORDER, env=saga_env)
+        problems = [p for row in caught.value.exploration.failed for p in row.problems]
+        assert (
+            "order: reserve_inventory was undone before authorize_payment (which ran after it)"
+            in problems
+        )
+
+
+@pytest.fixture
+def definition_order(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The planted bug: the undo log handed out oldest first."""
+
+    def oldest_first(self: engine._compensation.UndoLog) -> Iterator[list[Any]]:
+        for stage in self.stages:
+            yield [entry for entry in stage if entry.needs_compensation]
+
+    monkeypatch.setattr(engine._compensation.UndoLog, "stages_to_undo", oldest_first)
+    yield
+
+
+class TestFakes:
+    """A saga author's own test with the kit's fakes and worker."""
+
+    async def test_fakes_record_calls_with_their_keys(self, saga_kit: SagaKit) -> None:
+        fakes = Fakes(order_fulfillment)
+        fakes.step("authorize_payment").fail(times=2)
+        fakes.step("ship_order").refuse()
+        async with saga_kit.worker(order_fulfillment, fakes=fakes) as sagas:
+            saga_id = await sagas.start("order_fulfillment", ORDER)
+            state = await sagas.wait_for(saga_id, timeout=30)  # the clock skips the backoff
+        assert state.status is SagaStatus.COMPENSATED
+        calls = fakes.calls(saga_id, step="authorize_payment")
+        assert [(c.phase, c.attempt, c.outcome) for c in calls] == [
+            ("forward", 1, "failed"), ("forward", 2, "failed"), ("forward", 3, "succeeded"),
+            ("compensation", 1, "succeeded"),
+        ]  # fmt: skip
+        assert {c.idempotency_key for c in calls} == {f"{saga_id}/authorize_payment"}
+        # The default answer has the real activity's return type, here a Reservation.
+        assert state.step("reserve_inventory").output["key"] == f"{saga_id}/reserve_inventory"
+
+
+def test_the_plugin_is_declared_as_an_entry_point() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["entry-points"]["pytest11"] == {"sagas": "engine._kit_pytest"}
