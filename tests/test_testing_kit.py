@@ -107,7 +107,7 @@ class TestPlantedBugs:
 
 
 @pytest.fixture
-def definition_order(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def definition_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """The planted bug: the undo log handed out oldest first."""
 
     def oldest_first(self: engine._compensation.UndoLog) -> Iterator[list[Any]]:
@@ -115,7 +115,6 @@ def definition_order(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             yield [entry for entry in stage if entry.needs_compensation]
 
     monkeypatch.setattr(engine._compensation.UndoLog, "stages_to_undo", oldest_first)
-    yield
 
 
 class TestFakes:
