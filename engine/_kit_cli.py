@@ -48,7 +48,11 @@ def register(
                 help="Call the real activities against the demo participants, checked "
                 "by the consistency checker."
             ),
-        ] = False,  # fmt: skip
+        ] = False,
+        returns: Annotated[
+            str | None,
+            typer.Option(help='JSON file of fake answers by step, e.g. {"price_trip": {...}}.'),
+        ] = None,
         module: ModuleOpt = None,
     ) -> None:
         """Run a saga through every failure point (with fakes) and print the table."""
@@ -57,7 +61,10 @@ def register(
             load(module, settings)
             definition = get_definition(saga_type)
         data = _input(definition, input)
-        code = run(_explore(definition, data, participants, settings))
+        answers = _read_json(returns) if returns is not None else {}
+        if not isinstance(answers, dict):
+            raise CliError(f"--returns {returns!r}: a JSON object of answers by step", 2)
+        code = run(_explore(definition, data, answers, participants, settings))
         raise typer.Exit(code)
 
     @app.command()
@@ -71,7 +78,7 @@ def register(
                 help="Visibility query for histories in Temporal (default: every "
                 "registered saga type)."
             ),
-        ] = None,  # fmt: skip
+        ] = None,
         limit: Annotated[int, typer.Option(min=1, max=100_000)] = 200,
         module: ModuleOpt = None,
     ) -> None:
@@ -83,14 +90,18 @@ def register(
         raise typer.Exit(code)
 
 
+def _read_json(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise CliError(f"cannot read file {path!r}: {exc.strerror}", 2) from None
+    except json.JSONDecodeError as exc:
+        raise CliError(f"file {path!r} is not valid JSON: {exc}", 2) from None
+
+
 def _input(definition: SagaDefinition[Any], path: str | None) -> Any:
     if path is not None:
-        try:
-            return json.loads(Path(path).read_text())
-        except OSError as exc:
-            raise CliError(f"cannot read input file {path!r}: {exc.strerror}", 2) from None
-        except json.JSONDecodeError as exc:
-            raise CliError(f"input file {path!r} is not valid JSON: {exc}", 2) from None
+        return _read_json(path)
     examples = definition.input.model_json_schema().get("examples") or []
     if not examples:
         raise CliError(f"saga {definition.name!r} has no input example: pass --input FILE", 2)
@@ -98,7 +109,11 @@ def _input(definition: SagaDefinition[Any], path: str | None) -> Any:
 
 
 async def _explore(
-    definition: SagaDefinition[Any], data: Any, participants: bool, settings: Settings
+    definition: SagaDefinition[Any],
+    data: Any,
+    answers: dict[str, Any],
+    participants: bool,
+    settings: Settings,
 ) -> int:
     from engine._kit_explore import explore
 
@@ -110,7 +125,12 @@ async def _explore(
         if participants:
             check = await stack.enter_async_context(_participants(settings))
         table = await explore(
-            definition, data, check=check, passthrough=participants, raise_on_failure=False
+            definition,
+            data,
+            returns=answers,
+            check=check,
+            passthrough=participants,
+            raise_on_failure=False,
         )
     typer.echo(str(table))
     return 1 if table.failed else 0

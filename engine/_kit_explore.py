@@ -48,7 +48,7 @@ from engine._step_info import COMPENSATION
 Check = Callable[[Run], Awaitable[None] | None]
 
 #: Real seconds a scenario may take before it is declared stuck (and its saga terminated).
-SCENARIO_TIMEOUT = 20.0
+SCENARIO_TIMEOUT = 30.0
 #: Scenarios in flight at once.
 CONCURRENCY = 12
 
@@ -59,6 +59,8 @@ class Row:
     expected: str
     seen: str
     problems: list[str] = field(default_factory=list)
+    #: Not run: the fakes' answers never lead there (say why in ``problems``... as a note).
+    skipped: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -66,7 +68,7 @@ class Row:
 
     @property
     def verdict(self) -> str:
-        return "ok" if self.ok else "FAIL"
+        return "skipped" if self.skipped else "ok" if self.ok else "FAIL"
 
 
 @dataclass
@@ -92,11 +94,15 @@ class Exploration:
                                     cell[3]]).rstrip())  # fmt: skip
             if row is not None:
                 lines.extend(f"    - {problem}" for problem in row.problems)
+                if row.skipped:
+                    lines.append(f"    - {row.skipped}")
         return "\n".join(lines)
 
     def summary(self) -> str:
+        skipped = sum(1 for row in self.rows if row.skipped)
+        also = f" ({skipped} skipped)" if skipped else ""
         return (
-            f"{self.saga}: {len(self.rows)} scenarios, {len(self.failed)} failed, "
+            f"{self.saga}: {len(self.rows)} scenarios{also}, {len(self.failed)} failed, "
             f"{self.seconds:.1f} s"
         )
 
@@ -198,7 +204,8 @@ class _Explorer:
         forward = [s for s in forward_scenarios(shape) if s.name != "completes"]
         forward = self._selected(forward + approval_scenarios(shape, timeout=False))
         outcomes += await self.concurrently(forward, self.scenario)
-        ran = list(zip([baseline, *forward], outcomes, strict=True))
+        outcomes += [_Outcome(row, None) for row in self._unreached_approvals(shape)]
+        ran = list(zip([baseline, *forward], outcomes, strict=False))
         # An imperative saga names its compensations only as it runs: those seen so far.
         undone = {c.step for o in outcomes if o.run for c in o.run.calls if c.phase == COMPENSATION}
         undo: list[Scenario] = []
@@ -221,6 +228,19 @@ class _Explorer:
         restarts = self._selected(restart_scenarios(shape))
         outcomes += await self.concurrently(restarts, self.restart_scenario)
         return outcomes
+
+    def _unreached_approvals(self, shape: Shape) -> list[Row]:
+        """Approvals the baseline never waited for: their ``when`` was false with the fakes'
+        answers. Say so, rather than leave them out of the table unnoticed."""
+        rows = []
+        for step in self.saga.steps:
+            name = step.step_name
+            if step.approval is None or name not in shape.steps or name in shape.approvals:
+                continue
+            why = "the step did not wait for approval with the fakes' answers (pass returns=)"
+            for how in ("rejected", "times out"):
+                rows.append(Row(f"approval of {name} {how}", "-", "-", skipped=why))
+        return rows
 
     async def concurrently(
         self, scenarios: list[Scenario], run: Callable[[Scenario], Awaitable[_Outcome]]
@@ -443,9 +463,9 @@ class _Explorer:
         kinds: dict[str, StepKind] = {}
         for state in run.state.steps:
             kinds[state.name] = StepKind(state.kind)
-        for step in called:
-            if step not in stage_of:  # imperative: one stage per step, in the order they ran
-                stage_of[step] = len(self.saga.groups) + called.index(step)
+        for position, name in enumerate(called):
+            if name not in stage_of:  # imperative: one stage per step, in the order they ran
+                stage_of[name] = len(self.saga.groups) + position
         has_undo = {name for name, s in declared.items() if s.compensate is not None}
         endless = {
             name

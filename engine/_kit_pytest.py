@@ -12,6 +12,7 @@ The async fixtures need pytest-asyncio; without it the plugin adds nothing.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,12 +29,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-try:
+if importlib.util.find_spec("pytest_asyncio") is not None:
     import pytest_asyncio
-except ImportError:  # pragma: no cover - the fixtures need it
-    pytest_asyncio = None
-
-if pytest_asyncio is not None:
 
     @pytest_asyncio.fixture(scope="session", loop_scope="session")
     async def saga_env(request: pytest.FixtureRequest) -> AsyncIterator[Any]:

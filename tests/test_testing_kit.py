@@ -16,7 +16,7 @@ from engine import SagaStatus
 from engine.testing import ExplorationFailed, Fakes, SagaKit, explore
 from examples.order_imperative import gift_order
 from tests.support import planted
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, sagas
 from workflows.order_fulfillment import OrderRequest, order_fulfillment
 from workflows.trip_booking import TripRequest, trip_booking
 
@@ -141,3 +141,36 @@ class TestFakes:
 def test_the_plugin_is_declared_as_an_entry_point() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["entry-points"]["pytest11"] == {"sagas": "engine._kit_pytest"}
+
+
+class TestCommandLine:
+    """``sagas explore`` prints the table; ``sagas replay`` replays histories from files."""
+
+    def test_explore_prints_the_table(self) -> None:
+        done = sagas("explore", "gift_order", "-m", "examples.order_imperative",
+                     "--input", "examples/gift.json", timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "cancel mid-call: wrap" in done.stdout
+        assert "gift_order: 19 scenarios, 0 failed" in done.stdout
+
+    def test_explore_reaches_an_approval_with_answers_from_a_file(self) -> None:
+        answers = "examples/explore/trip-expensive-price.json"
+        done = sagas(
+            "explore", "trip_booking", "-m", "workflows", "--returns", answers, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert "approval of charge_payment times out" in done.stdout
+        assert "trip_booking: 38 scenarios, 0 failed" in done.stdout
+
+    def test_replay_recorded_histories(self) -> None:
+        files = [str(p) for p in sorted((ROOT / "tests" / "histories").glob("*/*.json"))]
+        done = sagas("replay", *files, "-m", "tests.support.sagas", timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert f"{len(files)} histories replayed, 0 failed" in done.stdout
+
+    def test_replay_fails_when_the_code_no_longer_fits(self) -> None:
+        # The histories' saga types are not among the examples' sagas.
+        history = str(ROOT / "tests" / "histories" / "0147ca1" / "completed.json")
+        done = sagas("replay", history, "-m", "examples", timeout=120)
+        assert done.returncode == 1
+        assert "completed  FAILED" in done.stdout
