@@ -74,7 +74,10 @@ class ForwardRunner:
         if step.approval is not None and step.approval.required(record.input, record.results):
             await self._wait_for_approval(step, state)
         arg = step.action_input(record.input, record.results)
-        if step.pivot:
+        if step.pivot or step.retriable:
+            # A retriable step is never undone: once one runs, the saga is past its point of
+            # no return even without a pivot (as the definition's checks already hold), so a
+            # cancel or the deadline is refused (found by engine.testing's explore).
             record.pivot_started = True
         entry = Entry(step=step, arg=arg, state=state)
         stage.append(entry)

@@ -61,6 +61,8 @@ class Row:
     problems: list[str] = field(default_factory=list)
     #: Not run: the fakes' answers never lead there (say why in ``problems``... as a note).
     skipped: str | None = None
+    #: Real time the scenario took.
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -263,7 +265,7 @@ class _Explorer:
         """On a task queue and worker of its own, stopped and replaced between two stages."""
         queue = f"{self.task_queue}-restart{self._n}"
         client = SagaClient(self.env.client, task_queue=queue)
-        holder: dict[str, Worker] = {}
+        holder: dict[str, Any] = {}
         first = worker_for(self.env, [self.saga], task_queue=queue, fakes=self.fakes,
                            restartable=True)  # fmt: skip
         holder["worker"] = first
@@ -272,8 +274,11 @@ class _Explorer:
             return await self.scenario(scenario, client=client, workers=holder)
         finally:
             await holder["worker"].shutdown()
+            stopping = holder.get("stopping")
             with contextlib.suppress(Exception):
-                await runner
+                await asyncio.wait_for(
+                    asyncio.gather(runner, *([stopping] if stopping else [])), 15
+                )
 
     async def scenario(
         self,
@@ -281,10 +286,11 @@ class _Explorer:
         *,
         shape_from_baseline: bool = False,
         client: SagaClient | None = None,
-        workers: dict[str, Worker] | None = None,
+        workers: dict[str, Any] | None = None,
     ) -> _Outcome:
         client = client or self.client
         saga_id = self.new_id()
+        began = time.monotonic()
         for (step, phase), behaviour in scenario.faults.items():
             self.fakes._behaviours[(saga_id, step, phase)] = behaviour
         expected = "|".join(sorted(s.value for s in scenario.expected))
@@ -352,7 +358,8 @@ class _Explorer:
             for helper in helpers:
                 helper.cancel()
             await self._settle(client, saga_id)
-        return _Outcome(Row(scenario.name, expected, seen, problems), run)
+        row = Row(scenario.name, expected, seen, problems, seconds=time.monotonic() - began)
+        return _Outcome(row, run)
 
     async def _drive(
         self, client: SagaClient, saga_id: str, scenario: Scenario
@@ -415,9 +422,7 @@ class _Explorer:
             refused.append(True)
             self.fakes.release(saga_id, step)
 
-    async def _restart(
-        self, saga_id: str, steps: tuple[str, ...], workers: dict[str, Worker]
-    ) -> None:
+    async def _restart(self, saga_id: str, steps: tuple[str, ...], workers: dict[str, Any]) -> None:
         for step in steps:
             await self.fakes.reached(saga_id, step, point="hanging")
         old = workers["worker"]
@@ -425,7 +430,7 @@ class _Explorer:
         await asyncio.sleep(0.2)  # the old worker stops polling; its running calls may answer
         for step in steps:
             self.fakes.release(saga_id, step)
-        await stopping
+        workers["stopping"] = stopping
         queue = old.config()["task_queue"]
         new = worker_for(self.env, [self.saga], task_queue=queue, fakes=self.fakes,
                          restartable=True)  # fmt: skip
@@ -492,6 +497,7 @@ class _Explorer:
             run.stage_of.setdefault(step, max(run.stage_of.values(), default=0) + 1)
         run.has_undo = shape.has_undo | {c.step for c in run.calls if c.phase == COMPENSATION}
         run.pivot = shape.pivot
+        run.retriable = frozenset(s for s, k in shape.kinds.items() if k is StepKind.RETRIABLE)
 
 
 def _undid(run: Run, step: str) -> bool:

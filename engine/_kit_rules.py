@@ -37,6 +37,8 @@ class Run:
     #: Steps that declare a compensation.
     has_undo: frozenset[str] = frozenset()
     pivot: str | None = None
+    #: Retriable steps: they come after the point of no return and are never undone.
+    retriable: frozenset[str] = frozenset()
 
     def forward(self, step: str) -> list[Call]:
         return [c for c in self.calls if c.step == step and c.phase == FORWARD]
@@ -97,10 +99,19 @@ def undone_in_reverse_order(run: Run) -> list[str]:
 
 
 def nothing_undone_after_the_pivot(run: Run) -> list[str]:
-    if run.pivot is None or not any(c.outcome == "succeeded" for c in run.forward(run.pivot)):
+    """Once the pivot has succeeded, or a retriable step (which is never undone, so comes after
+    the point of no return) has been called, nothing is compensated."""
+    undos = [c for c in run.calls if c.phase == COMPENSATION]
+    if not undos:
         return []
-    undone = dict.fromkeys(c.step for c in run.calls if c.phase == COMPENSATION)
-    return [f"{step} was compensated after the pivot {run.pivot} succeeded" for step in undone]
+    first = undos[0].seq
+    problems = []
+    if run.pivot is not None and any(c.outcome == "succeeded" for c in run.forward(run.pivot)):
+        problems.append(f"compensated after the pivot {run.pivot} succeeded")
+    for step in sorted(run.retriable):
+        if any(c.seq < first for c in run.forward(step)):
+            problems.append(f"compensated after the retriable step {step} was called")
+    return problems
 
 
 def no_undo_without_a_call(run: Run) -> list[str]:

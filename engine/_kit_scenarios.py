@@ -67,9 +67,10 @@ class Shape:
         return [tuple(found[i]) for i in sorted(found)]
 
     def past_pivot(self, step: str) -> bool:
-        """Whether ``step`` starts once the pivot has started (a cancel is refused there)."""
-        pivot = self.pivot
-        return pivot is not None and self.stage_of[step] >= self.stage_of[pivot]
+        """Whether ``step`` starts past the point of no return (a cancel is refused there):
+        the pivot, or else the first retriable step (the definition's own rule)."""
+        ends = [s for s in self.steps if self.kinds[s] in (StepKind.PIVOT, StepKind.RETRIABLE)]
+        return bool(ends) and self.stage_of[step] >= min(self.stage_of[s] for s in ends)
 
     def failing(self, step: str, *, undone_itself: bool) -> frozenset[SagaStatus]:
         """The end of a saga whose ``step`` fails for good before the point of no return."""

@@ -166,7 +166,10 @@ class SagaWorkflow:
         if record.past_pivot:
             raise _conflict("the saga is past its pivot step and can only go forward")
         if record.pivot_started:
-            raise _conflict("the pivot step is running; its outcome decides the saga")
+            raise _conflict(
+                "the saga is at its point of no return (its pivot or a retriable step has "
+                "started); it can only go forward"
+            )
         if record.cancel is not None:
             raise _conflict(f"a cancellation is already under way ({record.cancel.reason})")
 

@@ -3,20 +3,25 @@ planted bugs it must catch (tests/support/planted.py); its fakes and plugin on t
 
 from __future__ import annotations
 
+import os
 import tomllib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 import engine._compensation
+from activities import _http
 from activities.pricing import TripTotal
 from engine import SagaStatus
+from engine.config import get_settings
 from engine.testing import ExplorationFailed, Fakes, SagaKit, explore
 from examples.order_imperative import gift_order
+from participants.checker import kit_check
 from tests.support import planted
-from tests.support.processes import ROOT, sagas
+from tests.support.processes import ROOT, Background, free_port, sagas
 from workflows.order_fulfillment import OrderRequest, order_fulfillment
 from workflows.trip_booking import TripRequest, trip_booking
 
@@ -115,6 +120,45 @@ def definition_order(monkeypatch: pytest.MonkeyPatch) -> None:
             yield [entry for entry in stage if entry.needs_compensation]
 
     monkeypatch.setattr(engine._compensation.UndoLog, "stages_to_undo", oldest_first)
+
+
+class TestRealParticipants:
+    """``passthrough=True``: the real activities against the demo participants (HTTP, their
+    own databases), faults injected around them, the consistency checker as the check (what
+    ``sagas explore --participants`` runs)."""
+
+    async def test_trip_booking_against_the_participants(
+        self,
+        saga_env: WorkflowEnvironment,
+        participants_url: str,
+    ) -> None:
+        table = await explore(
+            trip_booking, TRIP, env=saga_env, returns=None, passthrough=True,
+            check=kit_check(participants_url),
+        )  # fmt: skip
+        assert len(table.rows) == 36  # the approval is not reached: two rows skipped
+        assert sum(1 for row in table.rows if row.skipped) == 2
+
+
+@pytest.fixture
+async def participants_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """``sagas participants`` on a free port, and this process's activities pointed at it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "SAGAS_DATA_DIR": str(tmp_path), "SAGAS_PARTICIPANTS_PORT": str(port)}
+    server = Background(["participants"], env, tmp_path / "participants.log")
+    try:
+        server.wait_for("ready")
+        monkeypatch.setenv("SAGAS_PARTICIPANTS_URL", url)
+        get_settings.cache_clear()
+        yield url
+    finally:
+        for client in _http._clients.values():
+            await client.aclose()
+        _http._clients.clear()
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        server.stop()
 
 
 class TestFakes:
