@@ -82,7 +82,7 @@ def worker_for(
         "max_heartbeat_throttle_interval": timedelta(milliseconds=200),
     }
     if restartable:
-        options |= {"max_cached_workflows": 0, "graceful_shutdown_timeout": timedelta(seconds=10)}
+        options |= {"max_cached_workflows": 0, "graceful_shutdown_timeout": timedelta(seconds=2)}
     if fakes is None:
         return build_worker(env.client, task_queue=task_queue, sagas=sagas, **options)
     # The fakes bear the real activities' names, so the saga workflow calls them instead.

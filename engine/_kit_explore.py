@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from engine._client import SagaClient
 from engine._definition import SagaDefinition
@@ -49,6 +48,8 @@ Check = Callable[[Run], Awaitable[None] | None]
 
 #: Real seconds a scenario may take before it is declared stuck (and its saga terminated).
 SCENARIO_TIMEOUT = 30.0
+#: Real seconds a state query may take before it is asked again.
+QUERY_TIMEOUT = 2.0
 #: Scenarios in flight at once.
 CONCURRENCY = 12
 
@@ -63,6 +64,8 @@ class Row:
     skipped: str | None = None
     #: Real time the scenario took.
     seconds: float = 0.0
+    #: The saga the scenario ran (none for a skipped row).
+    saga_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -345,8 +348,8 @@ class _Explorer:
                 f"{c.step} {c.phase} attempt {c.attempt}: {c.outcome}"
                 for c in self.fakes.calls(saga_id)
             ]
-            with contextlib.suppress(Exception):
-                stuck = await client.state(saga_id)
+            stuck = await _state(client, saga_id)
+            if stuck is not None:
                 problems.append(
                     f"stuck {stuck.status.value}: "
                     + ", ".join(f"{s.name}={s.status.value}" for s in stuck.steps)
@@ -358,7 +361,8 @@ class _Explorer:
             for helper in helpers:
                 helper.cancel()
             await self._settle(client, saga_id)
-        row = Row(scenario.name, expected, seen, problems, seconds=time.monotonic() - began)
+        seconds = time.monotonic() - began
+        row = Row(scenario.name, expected, seen, problems, seconds=seconds, saga_id=saga_id)
         return _Outcome(row, run)
 
     async def _drive(
@@ -510,9 +514,12 @@ def _status(outcome: _Outcome) -> SagaStatus:
 
 
 async def _state(client: SagaClient, saga_id: str) -> SagaState | None:
+    """The saga's state, or None when it cannot answer yet. A query handed to a worker that
+    is shutting down (a restart scenario) is never answered: ask again rather than wait."""
     try:
-        return await client.state(saga_id)
-    except SagaNotFound:
+        async with asyncio.timeout(QUERY_TIMEOUT):
+            return await client.state(saga_id)
+    except (SagaNotFound, TimeoutError):
         return None
     except Exception as exc:
         # The first workflow task may not have run yet: its query has nothing to answer.

@@ -1,0 +1,69 @@
+"""The testing kit's rules on made-up runs: each can fail (the explorations show they pass)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from activities.pricing import TripTotal
+from engine import Compensation, SagaState, SagaStatus, StepState
+from engine._kit_rules import check_rules
+from engine._kit_values import sample
+from engine.testing import Call, Run
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SAGA = "s-1"
+
+
+def call(seq: int, step: str, phase: str = "forward", outcome: str = "succeeded",
+         *, attempt: int = 1, key: str | None = None, effect: bool = True) -> Call:  # fmt: skip
+    arg: Any = None
+    if phase == "compensation":
+        arg = Compensation[Any, Any](
+            saga_id=SAGA, step=step, idempotency_key=key or f"{SAGA}/{step}", input=None
+        )
+    return Call(seq, SAGA, step, phase, attempt, step, key or f"{SAGA}/{step}", arg, outcome,
+                effect and outcome != "refused", seq + 1)  # fmt: skip
+
+
+def run(status: SagaStatus, *calls: Call, **kw: Any) -> Run:
+    steps = [StepState(name=n, kind="compensatable", idempotency_key=f"{SAGA}/{n}") for n in "ab"]
+    state = SagaState(id=SAGA, type="t", status=status, input=None, steps=steps, started_at=NOW,
+                      updated_at=NOW)  # fmt: skip
+    return Run("x", SAGA, state, list(calls), stage_of={"a": 0, "b": 1},
+               has_undo=frozenset("ab"), **kw)  # fmt: skip
+
+
+def test_a_good_run_keeps_every_rule() -> None:
+    good = run(SagaStatus.COMPENSATED, call(1, "a"), call(3, "b", outcome="refused"),
+               call(5, "a", "compensation"))  # fmt: skip
+    assert check_rules(good) == []
+
+
+def test_each_rule_can_fail() -> None:
+    # a's effect is never undone; b (refused) is compensated, twice, before a.
+    bad = run(SagaStatus.COMPENSATED, call(1, "a"), call(3, "b", outcome="refused"),
+              call(5, "b", "compensation"), call(7, "b", "compensation"))  # fmt: skip
+    problems = check_rules(bad)
+    assert "effects: a took effect and was never undone" in problems
+    assert "effects: b was undone 2 times" in problems
+    assert "refusals: b was compensated after a refusal" in problems
+    out_of_order = run(SagaStatus.COMPENSATED, call(1, "a"), call(3, "b"),
+                       call(5, "a", "compensation"), call(7, "b", "compensation"))  # fmt: skip
+    assert check_rules(out_of_order) == ["order: a was undone before b (which ran after it)"]
+    moved_key = run(SagaStatus.COMPLETED, call(1, "a"), call(3, "a", attempt=2, key="s-1/x"))
+    assert check_rules(moved_key) == ["keys: a forward attempt 2 carried ['s-1/x'], not s-1/a"]
+    past_pivot = run(SagaStatus.COMPENSATED, call(1, "a"), call(3, "b"),
+                     call(5, "a", "compensation"), pivot="b")  # fmt: skip
+    assert "pivot: compensated after the pivot b succeeded" in check_rules(past_pivot)
+    never_parked = run(SagaStatus.COMPENSATED, failing_undos=frozenset({"a"}))
+    assert check_rules(never_parked) == ["parked: never parked in compensation_failed (a)"]
+
+
+def test_fake_answers_have_the_declared_type() -> None:
+    total = sample(TripTotal)
+    assert isinstance(total, TripTotal)
+    assert (total.total, total.needs_approval) == (0, False)
+    assert sample(str, "key") == "key"
+    assert sample(list[int]) == []
+    assert sample(int | None) is None
