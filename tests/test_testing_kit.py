@@ -4,6 +4,7 @@ planted bugs it must catch (tests/support/planted.py); its fakes and plugin on t
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -223,3 +224,18 @@ class TestCommandLine:
         done = sagas("replay", history, "-m", "examples", timeout=120)
         assert done.returncode == 1
         assert "completed  FAILED" in done.stdout
+
+
+async def test_the_documented_test_runs_as_written(
+    saga_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/testing.md's first block, a saga author's whole test, on examples.money_transfer."""
+    import examples.money_transfer
+
+    text = (ROOT / "docs" / "testing.md").read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) <= 12  # "about ten lines"
+    monkeypatch.setitem(sys.modules, "my_sagas", examples.money_transfer)
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "docs/testing.md", "exec"), namespace)
+    await namespace["test_money_transfer_keeps_the_rules_at_every_failure_point"](saga_env)
