@@ -4,6 +4,7 @@ planted bugs it must catch (tests/support/planted.py); its fakes and plugin on t
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tomllib
 from collections.abc import AsyncIterator, Iterator
@@ -239,3 +240,34 @@ async def test_the_documented_test_runs_as_written(
     namespace: dict[str, Any] = {}
     exec(compile(block, "docs/testing.md", "exec"), namespace)
     await namespace["test_money_transfer_keeps_the_rules_at_every_failure_point"](saga_env)
+
+
+def test_explore_against_the_participants_from_the_command_line(tmp_path: Path) -> None:
+    """``sagas explore --participants``: the participants served in the process (the
+    ``sagas.components`` entry point), the consistency checker as the check (``sagas.checks``,
+    given here as pyproject.toml declares it: an older install of the package may lack it)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SAGAS_DATA_DIR": str(tmp_path),
+        "SAGAS_PARTICIPANTS_PORT": str(port),
+        "SAGAS_PARTICIPANTS_URL": f"http://127.0.0.1:{port}",
+        "PYTHONPATH": str(ROOT),
+    }
+    code = """if True:
+        import sys
+        from importlib.metadata import EntryPoint
+        from engine import _kit_cli
+        from engine.cli import main
+        declared = {
+            "sagas.checks": [EntryPoint("participants", "participants.checker:kit_check", "x")],
+            "sagas.components": [EntryPoint("participants", "participants.cli:component", "x")],
+        }
+        _kit_cli.entry_points = lambda group: declared.get(group, [])
+        sys.argv = ["sagas", "explore", "trip_booking", "-m", "workflows", "--participants"]
+        main()
+    """
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=180, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "trip_booking: 38 scenarios (2 skipped), 0 failed" in done.stdout
