@@ -274,22 +274,17 @@ class _Explorer:
 
     async def restart_scenario(self, scenario: Scenario) -> _Outcome:
         """On a task queue and worker of its own, stopped and replaced between two stages."""
-        queue = f"{self.task_queue}-restart{self._n}"
+        queue = f"{self.task_queue}-restart-{uuid.uuid4().hex[:8]}"
         client = SagaClient(self.env.client, task_queue=queue)
-        holder: dict[str, Any] = {}
         first = worker_for(self.env, [self.saga], task_queue=queue, fakes=self.fakes,
                            restartable=True)  # fmt: skip
-        holder["worker"] = first
-        runner = asyncio.create_task(first.run())
+        holder: dict[str, Any] = {"worker": first, "tasks": [asyncio.create_task(first.run())]}
         try:
             return await self.scenario(scenario, client=client, workers=holder)
         finally:
             await holder["worker"].shutdown()
-            stopping = holder.get("stopping")
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    asyncio.gather(runner, *([stopping] if stopping else [])), 15
-                )
+                await asyncio.wait_for(asyncio.gather(*holder["tasks"]), 15)
 
     async def scenario(
         self,
@@ -442,12 +437,12 @@ class _Explorer:
         await asyncio.sleep(0.2)  # the old worker stops polling; its running calls may answer
         for step in steps:
             self.fakes.release(saga_id, step)
-        workers["stopping"] = stopping
+        workers["tasks"].append(stopping)
         queue = old.config()["task_queue"]
         new = worker_for(self.env, [self.saga], task_queue=queue, fakes=self.fakes,
                          restartable=True)  # fmt: skip
         workers["worker"] = new
-        asyncio.get_running_loop().create_task(new.run())
+        workers["tasks"].append(asyncio.create_task(new.run()))
 
     async def _user_check(self, run: Run) -> list[str]:
         assert self.check is not None
