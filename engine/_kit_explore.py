@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
@@ -50,6 +51,8 @@ Check = Callable[[Run], Awaitable[None] | None]
 #: a dev server, where the engine's backoffs take real time (a compensation that fails for
 #: good waits about 30 s), ten times that.
 SCENARIO_TIMEOUT = 30.0
+#: The workflow task timeout of sagas whose worker the kit restarts.
+RESTART_TASK_TIMEOUT = timedelta(seconds=2)
 #: Real seconds a state query may take before it is asked again.
 QUERY_TIMEOUT = 2.0
 #: Scenarios in flight at once.
@@ -306,7 +309,10 @@ class _Explorer:
         helpers: list[asyncio.Task[None]] = []
         run: Run | None = None
         try:
-            await client.start(self.saga.name, self.input, saga_id=saga_id)
+            if workers is None:
+                await client.start(self.saga.name, self.input, saga_id=saga_id)
+            else:
+                await self._start_restartable(client, saga_id)
             refused: list[bool] = []
             if scenario.cancel_at is not None:
                 helpers.append(asyncio.create_task(
@@ -428,6 +434,18 @@ class _Explorer:
         except SagaConflict:
             refused.append(True)
             self.fakes.release(saga_id, step)
+
+    async def _start_restartable(self, client: SagaClient, saga_id: str) -> None:
+        """Start the saga as SagaClient.start does, with a short workflow task timeout: a
+        stopping worker's last open poll may still be handed the saga's next task, which is
+        then lost until the timeout (Temporal's default, 10 s) gives it to the new worker."""
+        await client.client.start_workflow(
+            self.saga.name,
+            self.saga.validate_input(self.input),
+            id=saga_id,
+            task_queue=client.task_queue,
+            task_timeout=RESTART_TASK_TIMEOUT,
+        )
 
     async def _restart(self, saga_id: str, steps: tuple[str, ...], workers: dict[str, Any]) -> None:
         for step in steps:
