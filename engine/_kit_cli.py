@@ -32,8 +32,10 @@ def register(
     app: typer.Typer,
     load: Callable[[list[str] | None, Settings], list[SagaDefinition[Any]]],
     client_for: Callable[[Settings], Any],
+    connection_options: Callable[..., Callable[[Callable[..., None]], Callable[..., None]]],
 ) -> None:
-    """Add ``explore`` and ``replay`` to the ``sagas`` command line."""
+    """Add ``explore`` and ``replay`` to the ``sagas`` command line (engine.cli passes its
+    module loader, its client and its ``--address``/``--namespace`` options)."""
 
     @app.command()
     def explore(
@@ -68,6 +70,7 @@ def register(
         raise typer.Exit(code)
 
     @app.command()
+    @connection_options(task_queue=False)
     def replay(
         files: Annotated[
             list[Path] | None, typer.Argument(help="History files (JSON, as exported).")
@@ -81,9 +84,10 @@ def register(
         ] = None,
         limit: Annotated[int, typer.Option(min=1, max=100_000)] = 200,
         module: ModuleOpt = None,
+        *,
+        settings: Settings,
     ) -> None:
         """Replay saga histories with the current definitions: the gate before deploying."""
-        settings = get_settings()
         with errors_as_messages():
             sagas = load(module, settings)
         code = run(_replay(sagas or registered(), files or [], query, limit, settings, client_for))

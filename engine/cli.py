@@ -343,7 +343,7 @@ def list_sagas(
 
 
 # The testing kit's explore and the replay gate live in a module of their own.
-_kit_cli.register(app, load, client_for)
+_kit_cli.register(app, load, client_for, connection_options)
 
 
 def main() -> None:

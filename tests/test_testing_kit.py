@@ -3,6 +3,7 @@ planted bugs it must catch (tests/support/planted.py); its fakes and plugin on t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -17,13 +18,14 @@ from temporalio.testing import WorkflowEnvironment
 import engine._compensation
 from activities import _http
 from activities.pricing import TripTotal
-from engine import SagaStatus
+from engine import SagaClient, SagaStatus
 from engine.config import get_settings
 from engine.testing import ExplorationFailed, Fakes, SagaKit, explore
 from examples.order_imperative import gift_order
 from participants.checker import kit_check
 from tests.support import planted
 from tests.support.processes import ROOT, Background, free_port, sagas
+from tests.test_execution_rules import start
 from workflows.order_fulfillment import OrderRequest, order_fulfillment
 from workflows.trip_booking import TripRequest, trip_booking
 
@@ -189,6 +191,12 @@ class TestFakes:
         assert state.step("reserve_inventory").output["key"] == f"{saga_id}/reserve_inventory"
 
 
+@pytest.fixture
+def sagas_client(sagas: SagaClient) -> SagaClient:
+    """The conftest's client with a worker for the engine's test sagas (dev server)."""
+    return sagas
+
+
 def test_the_plugin_is_declared_as_an_entry_point() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["entry-points"]["pytest11"] == {"sagas": "engine._kit_pytest"}
@@ -218,6 +226,20 @@ class TestCommandLine:
         done = sagas("replay", *files, "-m", "tests.support.sagas", timeout=120)
         assert done.returncode == 0, done.stderr
         assert f"{len(files)} histories replayed, 0 failed" in done.stdout
+
+    async def test_replay_from_temporal_by_query(
+        self, sagas_client: SagaClient, dev_env: WorkflowEnvironment
+    ) -> None:
+        saga_id = await start(sagas_client, "three_steps")
+        assert (await sagas_client.result(saga_id)).status is SagaStatus.COMPLETED
+        address = dev_env.client.service_client.config.target_host
+        query = f"WorkflowId = '{saga_id}'"
+        done = await asyncio.to_thread(
+            sagas, "replay", "-m", "tests.support.sagas", "--address", address, "--query", query
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"{saga_id}  ok" in done.stdout
+        assert "1 histories replayed, 0 failed" in done.stdout
 
     def test_replay_fails_when_the_code_no_longer_fits(self) -> None:
         # The histories' saga types are not among the examples' sagas.
