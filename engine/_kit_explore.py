@@ -146,8 +146,9 @@ async def explore(
     call). ``returns``: answers of the fakes by step (a value or a function of the step's
     argument), e.g. to reach an approval. ``check``: your own check of each run (raise to
     fail it), e.g. against a ledger. ``passthrough``: the fakes call the real activities
-    (real participants) and inject the faults around them. Raises ``ExplorationFailed`` with
-    the failing rows unless ``raise_on_failure=False``.
+    (real participants) and inject the faults around them. ``only``: run the scenarios whose
+    name contains it (and the baseline). Raises ``ExplorationFailed`` with the failing rows
+    unless ``raise_on_failure=False``.
     """
     if env is None:
         async with temporal_for_tests() as own:
