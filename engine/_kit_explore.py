@@ -302,7 +302,7 @@ class _Explorer:
         saga_id = self.new_id()
         began = time.monotonic()
         for (step, phase), behaviour in scenario.faults.items():
-            self.fakes._behaviours[(saga_id, step, phase)] = behaviour
+            self.fakes.tell(saga_id, step, phase, behaviour)
         expected = "|".join(sorted(s.value for s in scenario.expected))
         if scenario.failing_undos:
             expected = f"compensation_failed, then {expected}"

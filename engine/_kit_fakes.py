@@ -105,7 +105,7 @@ class StepFake:
         self._fakes, self._where = fakes, (saga_id, step, phase)
 
     def _set(self, behaviour: Behaviour) -> StepFake:
-        self._fakes._behaviours[self._where] = behaviour
+        self._fakes.tell(*self._where, behaviour)
         return self
 
     def succeed(self, value: Any = _UNSET) -> StepFake:
@@ -172,6 +172,10 @@ class Fakes:
     def undo(self, name: str, *, saga_id: str | None = None) -> StepFake:
         """The fake of step ``name``'s compensation."""
         return StepFake(self, saga_id, name, COMPENSATION)
+
+    def tell(self, saga_id: str | None, step: str, phase: str, behaviour: Behaviour) -> None:
+        """What ``step``'s calls in ``phase`` do (for saga ``saga_id``, or for every saga)."""
+        self._behaviours[(saga_id, step, phase)] = behaviour
 
     def reset(self, saga_id: str | None = None) -> None:
         """Forget what the steps were told (for one saga, or all); calls are kept."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from engine._kit_fakes import Call
 from engine._state import SagaState, SagaStatus, StepStatus
@@ -175,7 +174,3 @@ RULES: list[tuple[str, Rule]] = [
 
 def check_rules(run: Run) -> list[str]:
     return [f"{name}: {problem}" for name, rule in RULES for problem in rule(run)]
-
-
-def describe(value: Any) -> str:
-    return str(value.value) if hasattr(value, "value") else str(value)
