@@ -10,7 +10,7 @@ RUNTIME_LOCK := requirements.lock
 UV      ?= uv
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test test-all lint format typecheck lock clean bench
+.PHONY: help install dev test test-all chaos lint format typecheck lock clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench: $(STAMP)  ## benchmarks (not tests): API vs client, tracing on/off, engin
 	$(PY) -m bench.tracing --sagas 150 --concurrency 20 --rounds 4
 	$(PY) -m bench.baseline --sagas 150 --concurrency 20 --rounds 3
 	$(PY) -m bench.memory --sagas 1000
+
+chaos: $(STAMP)  ## the long chaos suites (kills, faults, outages; see docs/reliability.md)
+	$(BIN)/pytest -m "chaos and slow" -s
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check .

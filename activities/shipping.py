@@ -4,8 +4,10 @@ from temporalio import activity
 
 from activities import _calls
 from activities.models import Reservation, ShipmentRequest
+from engine import participant
 
 
+@participant("shipping")
 @activity.defn(name="ship_order")
 async def ship(request: ShipmentRequest) -> Reservation:
     return await _calls.do("shipping", "shipments", request)

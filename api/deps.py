@@ -13,6 +13,7 @@ from fastapi import Body, Depends, Header, Path, Query, Request
 from api.auth import require_key
 from api.models import CancelBody, DecisionBody, SagaFilters
 from api.service import SagaService
+from engine._ids import SAGA_ID_PATTERN, STEP_NAME_PATTERN
 
 
 async def get_service(request: Request) -> SagaService:
@@ -26,8 +27,8 @@ ServiceDep = Annotated[SagaService, Depends(get_service)]
 Caller = Annotated[str, Depends(require_key)]
 
 SagaType = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,100}$", examples=["trip_booking"])]
-SagaId = Annotated[str, Path(pattern=r"^[^\s/]{1,200}$", examples=["trip_booking-1b2c"])]
-StepName = Annotated[str, Path(pattern=r"^[^\s/]{1,200}$", examples=["reserve_flight"])]
+SagaId = Annotated[str, Path(pattern=SAGA_ID_PATTERN, examples=["trip_booking-1b2c"])]
+StepName = Annotated[str, Path(pattern=STEP_NAME_PATTERN, examples=["reserve_flight"])]
 #: A start's input: any JSON object, validated against the saga type's input model.
 SagaInput = Annotated[dict[str, Any], Body(examples=[{"...": "the saga's input"}])]
 #: Optional bodies of the operator actions: a cancel reason, a decision's comment.

@@ -36,6 +36,12 @@ class ApiMetrics:
             ["saga_type", "status"],
             registry=self.registry,
         )
+        self.oldest = Gauge(
+            "sagas_oldest_in_flight_seconds",
+            "Age of the oldest saga not yet final, by type and status (from the saga store).",
+            ["saga_type", "status"],
+            registry=self.registry,
+        )
 
 
 class MeasureRequests:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
-from engine import CompensationStatus, Decision, SagaStatus, StepStatus
+from engine import CompensationStatus, Decision, ParticipantWait, SagaStatus, StepStatus
 
 
 class Problem(BaseModel):
@@ -29,6 +29,8 @@ class CompensationPublic(BaseModel):
     error: str | None = None
     resolved_by: str | None = None
     resolution: str | None = None
+    #: Waiting on a participant its worker will not call now (circuit open, bulkhead full).
+    waiting: ParticipantWait | None = None
 
 
 class StepPublic(BaseModel):
@@ -42,6 +44,10 @@ class StepPublic(BaseModel):
     idempotency_key: str
     approval: Decision | None = None
     compensation: CompensationPublic | None = None
+    #: Waiting on a participant its worker will not call now (circuit open, bulkhead full).
+    waiting: ParticipantWait | None = None
+    #: The fallback activity that served when the action failed for good.
+    served_by: str | None = None
 
 
 class OperatorActionPublic(BaseModel):
@@ -71,15 +77,36 @@ class SagaPublic(BaseModel):
     updated_at: datetime
 
 
+def _as_utc(value: datetime | None) -> datetime | None:
+    # The store holds UTC and SQLite compares times as text: 10:00+02:00 is 08:00 there.
+    if value is None:
+        return None
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+#: A time-range bound; without an offset it is taken as UTC.
+UtcTime = Annotated[datetime | None, AfterValidator(_as_utc)]
+
+
 class SagaFilters(BaseModel):
     """The list's query: filters and the page wanted."""
 
     type: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,100}$")
     status: SagaStatus | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    created_after: UtcTime = None
+    created_before: UtcTime = None
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=500, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class BulkRetryPublic(BaseModel):
+    """What a bulk retry of parked sagas did."""
+
+    #: How many sagas were retried, and which.
+    retried: int
+    saga_ids: list[str]
+    #: Parked when listed but not when asked (resolved or retried meanwhile).
+    skipped: int = 0
 
 
 class SagaPage(BaseModel):

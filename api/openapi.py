@@ -13,22 +13,31 @@ from fastapi.openapi.utils import get_openapi
 
 from api.models import Problem
 
-AUTH_ERRORS = {401: "No API key", 403: "Wrong API key"}
+AUTH_ERRORS = {401: "No API key", 403: "Wrong API key, or a key without the route's role"}
 COMMON_ERRORS = {
+    400: "Host not served (SAGAS_API_ALLOWED_HOSTS)",
     413: "Request body too large",
     422: "Invalid request (the field is named)",
     500: "Unexpected error",
+    502: "Temporal refused the request",
+    503: "Temporal unavailable",
+    504: "Temporal did not answer in time (the request may still take effect)",
 }
 HEALTH_ERRORS = {500: COMMON_ERRORS[500], 413: COMMON_ERRORS[413]}
 ROUTE_ERRORS: dict[str, dict[int, str]] = {
     "/sagas/{saga_type}": {
         404: "Unknown saga type",
         409: "Idempotency-Key reused with another body",
-        503: "Temporal unavailable",
+        413: "Request body, or the input for this saga type, too large",
     },
     "/sagas/{saga_id}": {404: "No such saga"},
     "/sagas/{saga_id}/cancel": {404: "No such saga", 409: "Past the pivot, or finished"},
-    "/sagas/{saga_id}/approve": {404: "No such saga", 409: "Nothing waits for a decision"},
+    "/sagas/{saga_id}/approve": {
+        403: "Wrong API key, a key without the approve role, or the key that started it "
+        "(four eyes)",
+        404: "No such saga",
+        409: "Nothing waits for a decision",
+    },
     "/sagas/{saga_id}/reject": {404: "No such saga", 409: "Nothing waits for a decision"},
     "/sagas/{saga_id}/compensations/retry": {
         404: "No such saga",
@@ -38,7 +47,7 @@ ROUTE_ERRORS: dict[str, dict[int, str]] = {
         404: "No such saga",
         409: "The step's compensation has not failed",
     },
-    "/sagas/{saga_id}/events": {404: "No such saga"},
+    "/sagas/{saga_id}/events": {404: "No such saga", 429: "Too many event streams open"},
     "/saga-types/{saga_type}": {404: "Unknown saga type"},
 }
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}

@@ -16,7 +16,7 @@ from api.models import (
 )
 from engine import SagaDefinition, SagaState, StepState, UnknownSagaType
 from engine.config import Settings
-from engine.store import OperatorAction, StoredSaga
+from engine.store import OperatorAction, StoredSaga, mask_data, mask_state, mask_text
 from engine.worker import activity_name, get_definition
 
 
@@ -27,21 +27,28 @@ def saga_public(
     settings: Settings,
     fresher: SagaState | None = None,
 ) -> SagaPublic:
-    """The saga resource; ``fresher`` is a state just returned by the saga itself."""
-    state = fresher or stored.state
+    """The saga resource; ``fresher`` is a state just returned by the saga itself.
+
+    Masked (``engine.store.mask_state``) whatever it comes from: a state fresh from Temporal
+    holds the card data that the store never keeps, and a row stored before masking existed
+    may still hold it.
+    """
+    state = mask_state(fresher or stored.state)
     trace_id = stored.trace_id
     return SagaPublic(
         id=state.id,
         type=state.type,
         status=state.status,
-        input=stored.state.input if state.input is None else _plain(state.input),
-        result=_plain(state.result),
+        input=mask_data(stored.state.input) if state.input is None else state.input,
+        result=state.result,
         error=state.error,
         cancel_reason=state.cancel_reason,
         awaiting_approval=state.awaiting_approval,
         past_pivot=state.past_pivot,
         steps=[step_public(s) for s in state.steps or _pending_steps(state)],
-        actions=[OperatorActionPublic(**a.__dict__) for a in actions],
+        actions=[
+            OperatorActionPublic(**{**a.__dict__, "reason": mask_text(a.reason)}) for a in actions
+        ],
         trace_id=trace_id,
         trace_url=f"{settings.jaeger_url}/trace/{trace_id}" if trace_id else None,
         temporal_url=(
@@ -68,6 +75,8 @@ def step_public(step: StepState) -> StepPublic:
         idempotency_key=step.idempotency_key,
         approval=step.approval,
         compensation=compensation,
+        waiting=step.waiting,
+        served_by=step.served_by,
     )
 
 
@@ -98,12 +107,3 @@ def _pending_steps(state: SagaState) -> list[StepState]:
     except UnknownSagaType:  # a saga that this process's modules do not define
         return []
     return definition.initial_step_states(state.id)
-
-
-def _plain(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    if dump is not None:
-        return dump(mode="json")
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY as LIMIT
+from temporalio.service import RPCError, RPCStatusCode
 
 from engine import SagaError
 from engine._errors import InvalidRequest
@@ -66,6 +67,16 @@ def install(app: FastAPI) -> None:
             return too_large(limit)
         title = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         return problem(exc.status_code, title, str(exc.detail))
+
+    @app.exception_handler(RPCError)
+    async def temporal_error(request: Request, exc: RPCError) -> JSONResponse:
+        # Temporal's own message may name hosts and addresses: logged, never answered.
+        logger.warning("Temporal error on %s %s: %s", request.method, request.url.path, exc)
+        if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
+            return problem(504, "temporal_timeout", "Temporal did not answer in time")
+        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.RESOURCE_EXHAUSTED):
+            return problem(503, "temporal_unavailable", "Temporal is unavailable; try again later")
+        return problem(502, "temporal_error", "Temporal refused the request; it has been logged")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -10,24 +10,39 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.converter import PayloadCodec
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.metrics import ApiMetrics
-from api.models import SagaFilters, SagaPage, SagaPublic
+from api.models import BulkRetryPublic, SagaFilters, SagaPage, SagaPublic
 from api.presenter import saga_public
-from engine import SagaAlreadyExists, SagaClient, SagaNotFound, SagaState, SagaStatus
+from api.roles import FourEyes
+from api.streams import Look, StreamHub
+from engine import (
+    SagaAlreadyExists,
+    SagaClient,
+    SagaConflict,
+    SagaError,
+    SagaNotFound,
+    SagaState,
+    SagaStatus,
+    TemporalUnavailable,
+)
+from engine._client import TIMEOUT_MESSAGE
+from engine._errors import InvalidRequest, TemporalTimeout
 from engine.config import Settings
 from engine.store import OperatorAction, SagaStore, StoredSaga, read_from_temporal
 from engine.telemetry import current_trace_id
 from engine.worker import get_definition
+
+T = TypeVar("T")
 
 
 class Action(StrEnum):
@@ -51,6 +66,25 @@ class SagaService:
     sagas: SagaClient
     store: SagaStore
     metrics: ApiMetrics
+    #: Open event streams and their pollers (api.streams).
+    streams: StreamHub = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.streams = StreamHub(
+            self._look,
+            poll_seconds=self.settings.events_poll_seconds,
+            max_seconds=self.settings.events_max_seconds,
+            max_streams=self.settings.events_max_streams,
+            max_per_key=self.settings.events_max_streams_per_key,
+        )
+
+    async def _deadline(self, call: Awaitable[T]) -> T:
+        """``call`` (to Temporal) bounded by SAGAS_API_TEMPORAL_TIMEOUT_SECONDS: 504 past it."""
+        try:
+            async with asyncio.timeout(self.settings.api_temporal_timeout_seconds):
+                return await call
+        except TimeoutError:
+            raise TemporalTimeout(TIMEOUT_MESSAGE) from None
 
     @property
     def codec(self) -> PayloadCodec | None:
@@ -58,10 +92,15 @@ class SagaService:
         return self.sagas.client.data_converter.payload_codec
 
     async def start(
-        self, saga_type: str, body: dict[str, Any], *, key: str | None
+        self, saga_type: str, body: dict[str, Any], *, key: str | None, by: str = "anonymous"
     ) -> tuple[SagaPublic, bool]:
-        """Start a saga, or find the one ``key`` started before; (the saga, whether new)."""
-        model = get_definition(saga_type).validate_input(body)
+        """Start a saga, or find the one ``key`` started before; (the saga, whether new).
+
+        ``by`` (the API key's name) is kept in the saga's memo, for the four-eyes rule.
+        """
+        definition = get_definition(saga_type)
+        check_input_size(body, definition.max_input_bytes or self.settings.max_input_bytes)
+        model = definition.validate_input(body)
         input_json = model.model_dump(mode="json")
         now, trace_id = datetime.now(UTC), current_trace_id()
         saga_id, created = await asyncio.to_thread(
@@ -76,11 +115,15 @@ class SagaService:
         )
         try:
             # Also for a repeated key: the first request may have died between claim and start.
-            await self.sagas.start(saga_type, model, saga_id=saga_id)
+            await self._deadline(
+                self.sagas.start(saga_type, model, saga_id=saga_id, memo={"started_by": by})
+            )
         except SagaAlreadyExists:
             pass
-        except Exception:
-            if created:
+        except Exception as exc:
+            # A start that may have been accepted keeps its key: the client's retry with the
+            # same key finds this saga (and starts it if it was not) instead of a second one.
+            if created and (key is None or start_refused(exc)):
                 await asyncio.to_thread(self.store.forget, saga_id, key)
             raise
         if not created:
@@ -102,7 +145,7 @@ class SagaService:
         found = await asyncio.to_thread(self.store.get, saga_id)
         if found is not None:
             return found
-        live = await read_from_temporal(self.sagas.client, saga_id)
+        live = await self._deadline(read_from_temporal(self.sagas.client, saga_id))
         if live is None:
             raise SagaNotFound(f"no saga with id {saga_id!r}")
         await asyncio.to_thread(self.store.apply, [live])
@@ -146,6 +189,8 @@ class SagaService:
         decision, the step recorded is the one that it was for.
         """
         await self.load(saga_id)  # 404 for an unknown saga before Temporal is asked
+        if action is Action.APPROVE and self.settings.api_four_eyes:
+            await self._check_four_eyes(saga_id, by)
         state = await self._send(saga_id, action, by=by, step=step, reason=reason)
         if action in (Action.APPROVE, Action.REJECT):
             step = _decided(state)
@@ -154,6 +199,48 @@ class SagaService:
         )
         self.metrics.actions.labels(action.value).inc()
         return await self.show(saga_id, fresher=state)
+
+    async def retry_parked(self, filters: SagaFilters, *, by: str) -> BulkRetryPublic:
+        """Retry the compensations of every parked saga that matches the list's filters.
+
+        After an outage, one call instead of one per saga; ``limit`` and ``cursor`` do not
+        apply: every match is retried, each recorded as the caller's action.
+        """
+        parked = SagaStatus.COMPENSATION_FAILED
+        if filters.status not in (None, parked):
+            message = f"only {parked.value} sagas can be retried"
+            raise InvalidRequest(message, errors=[{"loc": ("query", "status"), "msg": message}])
+        retried: list[str] = []
+        skipped, cursor = 0, None
+        while True:
+            page = await asyncio.to_thread(
+                self.store.page,
+                saga_type=filters.type,
+                status=parked.value,
+                created_after=filters.created_after,
+                created_before=filters.created_before,
+                limit=200,
+                cursor=cursor,
+            )
+            for item in page.items:
+                saga_id = item.state.id
+                try:
+                    await self.sagas.retry_compensations(saga_id)
+                except SagaConflict:
+                    skipped += 1
+                    continue
+                await asyncio.to_thread(
+                    self.store.record_action, saga_id, Action.RETRY_COMPENSATIONS.value, actor=by
+                )
+                self.metrics.actions.labels(Action.RETRY_COMPENSATIONS.value).inc()
+                retried.append(saga_id)
+            if page.next_cursor is None:
+                return BulkRetryPublic(retried=len(retried), saga_ids=retried, skipped=skipped)
+            cursor = page.next_cursor
+
+    async def _check_four_eyes(self, saga_id: str, by: str) -> None:
+        if await self._deadline(self.sagas.started_by(saga_id)) == by:
+            raise FourEyes("four eyes: the key that started this saga may not approve it")
 
     async def _send(
         self, saga_id: str, action: Action, *, by: str, step: str | None, reason: str | None
@@ -173,24 +260,21 @@ class SagaService:
                 assert reason is not None, "a resolution has a reason"
                 return await self.sagas.resolve(saga_id, step, reason=reason, by=by)
 
-    async def watch(self, saga_id: str) -> AsyncGenerator[SagaPublic | None, None]:
-        """The saga each time it changes, until it ends; None for each look that saw no change.
+    def watch(self, saga_id: str) -> AsyncGenerator[SagaPublic, None]:
+        """The saga each time it changes, until it ends (or after ``events_max_seconds``).
 
-        Bounded by ``events_max_seconds``; looks every ``events_poll_seconds``.
+        Every stream of one saga shares one poller (api.streams).
         """
-        ends = time.monotonic() + self.settings.events_max_seconds
-        last_seen = None
-        while time.monotonic() < ends:
-            stored = await self.load(saga_id)
-            seen = (stored.revision, stored.state.status, stored.state.updated_at)
-            if seen == last_seen:
-                yield None
-            else:
-                last_seen = seen
-                yield self.present(stored, await asyncio.to_thread(self.store.actions, saga_id))
-                if stored.state.status.is_final:
-                    return
-            await asyncio.sleep(self.settings.events_poll_seconds)
+        return self.streams.follow(saga_id)
+
+    def _look(self, saga_id: str) -> Look | None:
+        """A poller's look at the saga in the store (blocking: on the hub's own threads)."""
+        stored = self.store.get(saga_id)
+        if stored is None:
+            return None
+        saga = self.present(stored, self.store.actions(saga_id))
+        seen = (stored.revision, stored.state.status, stored.state.updated_at, len(saga.actions))
+        return Look(saga, seen, stored.state.status.is_final)
 
     async def readiness(self) -> dict[str, str]:
         """Whether Temporal and the database answer within 3 s: "ok" or why not, by name."""
@@ -208,6 +292,41 @@ class SagaService:
     ) -> SagaPublic:
         """The saga resource, with this API's links."""
         return saga_public(stored, actions, settings=self.settings, fresher=fresher)
+
+
+class InputTooLarge(SagaError):
+    http_status = 413
+    code = "input_too_large"
+
+
+def check_input_size(body: Any, limit: int) -> None:
+    """InputTooLarge if ``body`` as compact JSON is over ``limit`` bytes."""
+    size = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limit:
+        raise InputTooLarge(f"the input is {size} bytes as JSON; this saga type takes {limit}")
+
+
+#: Refusals that mean Temporal did not start the workflow (anything else might have).
+_REFUSED = frozenset(
+    {
+        RPCStatusCode.INVALID_ARGUMENT,
+        RPCStatusCode.FAILED_PRECONDITION,
+        RPCStatusCode.PERMISSION_DENIED,
+        RPCStatusCode.UNAUTHENTICATED,
+        RPCStatusCode.NOT_FOUND,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.OUT_OF_RANGE,
+        RPCStatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+def start_refused(exc: BaseException) -> bool:
+    """Whether a failed start was refused for sure (else it may have been accepted)."""
+    if isinstance(exc, RPCError):
+        return exc.status in _REFUSED
+    # Ours before anything was sent (an invalid input...), but not a lost answer.
+    return isinstance(exc, SagaError) and not isinstance(exc, TemporalUnavailable)
 
 
 def fingerprint(saga_type: str, input: Any) -> str:

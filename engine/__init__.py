@@ -45,11 +45,13 @@ from engine._errors import (
     UnknownSagaType,
 )
 from engine._imperative import ImperativeSaga, SagaRun
+from engine._participants import participant
 from engine._state import (
     Compensation,
     CompensationState,
     CompensationStatus,
     Decision,
+    ParticipantWait,
     SagaState,
     SagaStatus,
     StepState,
@@ -68,6 +70,7 @@ __all__ = [
     "ImperativeSaga",
     "InvalidSagaInput",
     "Parallel",
+    "ParticipantWait",
     "Results",
     "RetryPolicy",
     "Saga",
@@ -92,5 +95,6 @@ __all__ = [
     "UnknownSagaType",
     "connect",
     "idempotency_key",
+    "participant",
     "step_info",
 ]

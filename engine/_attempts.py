@@ -9,7 +9,10 @@ applies the step's retry policy:
 * a business refusal (a non-retryable ``ApplicationError``, or an error type the policy or
   the step names) ends the loop at once where the caller says refusals are final;
 * ``maximum_attempts`` (0: no limit) and the schedule-to-close budget end it otherwise;
-* between attempts the loop sleeps on a durable timer, with capped exponential backoff.
+* between attempts the loop sleeps on a durable timer, with capped exponential backoff;
+* an attempt that the worker's guard refused without calling the participant (its circuit is
+  open, its bulkhead full: ``engine._participants``) is not counted: the loop waits on the
+  participant instead (``engine._outage``), up to ``patience``.
 
 The pure parts (``backoff``, ``gives_up``, ``is_refusal``) need no workflow and are unit
 tested on their own.
@@ -33,6 +36,8 @@ from temporalio.exceptions import (
 )
 
 from engine._logging import redact_text
+from engine._outage import OutageExhausted, OutageWait
+from engine._participants import participant_refusal
 from engine._state import CompensationState, StepState
 from engine._step import Step
 from engine._step_info import activity_id_for
@@ -62,14 +67,18 @@ async def run_attempts(
     span: Span,
     on_change: Callable[[], None],
     budget: timedelta | None = None,
+    patience: timedelta | None = None,
 ) -> Any:
     """Run ``fn(arg)`` until it succeeds or ``policy`` says stop; raise ``GaveUp`` then.
 
     ``counter`` records the attempts and the last error (the state the API shows);
     ``on_change`` is called whenever it changes. ``budget`` is the schedule-to-close timeout:
-    the time all attempts together may take. A cancelled attempt raises ``CancelledError``.
+    the time all attempts together may take; ``patience`` the time the step may wait on a
+    participant that its worker refuses to call (None: no limit). A cancelled attempt raises
+    ``CancelledError``.
     """
     budget_end = workflow.now() + budget if budget else None
+    outage = OutageWait(counter, span, patience, on_change)
     tried = 0
     while True:
         start_to_close = step.start_to_close
@@ -85,7 +94,7 @@ async def run_attempts(
         tried += 1
         on_change()
         try:
-            return await workflow.execute_activity(
+            result = await workflow.execute_activity(
                 fn,
                 arg,
                 activity_id=activity_id_for(step.step_name, phase, counter.attempts),
@@ -94,10 +103,21 @@ async def run_attempts(
                 retry_policy=_ONE_TRY,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
+            outage.answered()
+            return result
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise asyncio.CancelledError() from None
             counter.error = describe(exc)
+            refused = participant_refusal(exc)
+            if refused is not None:
+                tried -= 1  # the participant was not called: not an attempt of the budget
+                try:
+                    await outage.wait(refused)
+                except OutageExhausted as gave_up:
+                    raise GaveUp(str(gave_up), business_refusal=False) from None
+                continue
+            outage.answered()
             refusal = is_refusal(
                 exc, [*(policy.non_retryable_error_types or ()), *step.non_retryable]
             )

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -18,13 +17,14 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, TracingInterceptor
 from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 from engine import _registry
 from engine._connection import TemporalConnection, explain_failure
@@ -34,8 +34,10 @@ from engine._errors import (
     SagaAlreadyExists,
     SagaConflict,
     SagaNotFound,
+    TemporalTimeout,
     TemporalUnavailable,
 )
+from engine._ids import SAGA_ID_RULE, is_saga_id
 from engine._state import (
     FINAL_STATUSES,
     CancelRequest,
@@ -48,8 +50,6 @@ from engine._tracing import tracing_enabled
 from engine.config import get_settings
 
 DEFAULT_TASK_QUEUE = "sagas"
-# Saga ids appear in URLs and prefix every idempotency key.
-_SAGA_ID = re.compile(r"^[^\s/]{1,200}$")
 
 
 async def connect(
@@ -58,6 +58,7 @@ async def connect(
     namespace: str | None = None,
     runtime: Runtime | None = None,
     data_converter: DataConverter | None = None,
+    retry_config: RetryConfig | None = None,
 ) -> Client:
     """A Temporal client with the pydantic data converter the engine needs.
 
@@ -69,7 +70,8 @@ async def connect(
     With tracing on (:func:`engine.configure_tracing`), the client carries Temporal's
     OpenTelemetry plugin, and so do the workers built on it: the trace context travels from
     the caller through the workflow to every activity. ``data_converter`` defaults to the one
-    the process's settings describe (sealed with ``SAGAS_ENCRYPTION_KEY``).
+    the process's settings describe (sealed with ``SAGAS_ENCRYPTION_KEY``). ``retry_config``
+    is how the SDK retries a call Temporal did not answer (by default for about 10 s).
     """
     settings = get_settings()
     if isinstance(target, TemporalConnection):
@@ -87,6 +89,7 @@ async def connect(
             data_converter=data_converter or settings.data_converter(),
             **_tracing_options(),
             runtime=runtime,
+            retry_config=retry_config,
         )
     except RuntimeError as exc:
         raise TemporalUnavailable(explain_failure(str(exc), connection)) from None
@@ -112,11 +115,25 @@ class SagaSummary(BaseModel):
 
 
 class SagaClient:
-    """Start sagas by type and steer them by id."""
+    """Start sagas by type and steer them by id.
 
-    def __init__(self, client: Client, *, task_queue: str = DEFAULT_TASK_QUEUE) -> None:
+    ``rpc_timeout`` bounds each call to Temporal; ``update_timeout`` bounds an operator
+    action, which waits until a worker has run it (TemporalTimeout after it: the action may
+    still be applied when a worker comes back). None: the SDK's defaults (no bound).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str = DEFAULT_TASK_QUEUE,
+        rpc_timeout: timedelta | None = None,
+        update_timeout: timedelta | None = None,
+    ) -> None:
         self.client = client
         self.task_queue = task_queue
+        self.rpc_timeout = rpc_timeout
+        self.update_timeout = update_timeout
 
     @classmethod
     async def connect(
@@ -129,16 +146,25 @@ class SagaClient:
         """Connect as :func:`connect` does (``target`` None: as the settings say)."""
         return cls(await connect(target, namespace=namespace), task_queue=task_queue)
 
-    async def start(self, saga_type: str, input: Any, *, saga_id: str | None = None) -> str:
+    async def start(
+        self,
+        saga_type: str,
+        input: Any,
+        *,
+        saga_id: str | None = None,
+        memo: dict[str, Any] | None = None,
+    ) -> str:
         """Validate ``input`` against the saga's model and start the saga; return its id.
 
-        Raises UnknownSagaType, InvalidSagaInput, SagaAlreadyExists, TemporalUnavailable.
+        ``memo`` is kept with the workflow (the API records which key started the saga).
+        Raises UnknownSagaType, InvalidSagaInput, SagaAlreadyExists, TemporalUnavailable
+        (TemporalTimeout: the start may have been accepted).
         """
         definition = _registry.get(saga_type)
         model = definition.validate_input(input)
-        if saga_id is not None and not _SAGA_ID.match(saga_id):
+        if saga_id is not None and not is_saga_id(saga_id):
             raise InvalidSagaInput(
-                "saga_id: 1-200 characters, no whitespace and no '/'",
+                f"saga_id: {SAGA_ID_RULE}",
                 errors=[{"loc": ("saga_id",), "msg": "invalid saga id", "type": "value_error"}],
             )
         saga_id = saga_id or f"{saga_type}-{uuid.uuid4()}"
@@ -150,6 +176,8 @@ class SagaClient:
                 task_queue=self.task_queue,
                 # Saga ids are also the root of every idempotency key: never reuse one.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                memo=memo,
+                rpc_timeout=self.rpc_timeout,
             )
         except WorkflowAlreadyStartedError:
             raise SagaAlreadyExists(f"a saga with id {saga_id!r} already exists") from None
@@ -164,12 +192,14 @@ class SagaClient:
         """The saga's state now: live from a running saga, the final record from a finished one."""
         handle = self._handle(saga_id)
         try:
-            description = await handle.describe()
+            description = await handle.describe(rpc_timeout=self.rpc_timeout)
             if description.status == WorkflowExecutionStatus.RUNNING:
-                state: SagaState = await handle.query("state", result_type=SagaState)
+                state: SagaState = await handle.query(
+                    "state", result_type=SagaState, rpc_timeout=self.rpc_timeout
+                )
                 return state
             if description.status == WorkflowExecutionStatus.COMPLETED:
-                return await handle.result()
+                return await handle.result(rpc_timeout=self.rpc_timeout)
         except RPCError as exc:
             raise _map_rpc(exc, saga_id) from None
         # Failed, terminated or timed out at the Temporal level: no saga state was returned.
@@ -247,6 +277,20 @@ class SagaClient:
     async def retry_compensations(self, saga_id: str) -> SagaState:
         return await self._update(saga_id, "retry_compensations", None)
 
+    async def retry_parked(self, *, saga_type: str | None = None) -> list[str]:
+        """Retry the compensations of every parked (compensation_failed) saga on this task
+        queue, of one type or all; the ids retried (a saga that left meanwhile is skipped)."""
+        retried = []
+        async for summary in self.iter(saga_type=saga_type, limit=0, running=True):
+            if summary.status != SagaStatus.COMPENSATION_FAILED.value:
+                continue
+            try:
+                await self.retry_compensations(summary.id)
+            except SagaConflict:
+                continue
+            retried.append(summary.id)
+        return retried
+
     async def resolve(
         self, saga_id: str, step: str, *, reason: str, by: str | None = None
     ) -> SagaState:
@@ -258,14 +302,17 @@ class SagaClient:
         return [s async for s in self.iter(saga_type=saga_type, limit=limit)]
 
     async def iter(
-        self, *, saga_type: str | None = None, limit: int = 50
+        self, *, saga_type: str | None = None, limit: int = 50, running: bool = False
     ) -> AsyncIterator[SagaSummary]:
+        """Sagas on this task queue, newest first (``limit`` 0: all; ``running``: open ones)."""
         query = f"TaskQueue = '{self.task_queue}'"
+        if running:
+            query += " AND ExecutionStatus = 'Running'"
         if saga_type is not None:
             _registry.get(saga_type)  # unknown types are an error, not an empty list
             query += f" AND WorkflowType = '{saga_type}'"
         try:
-            async for wf in self.client.list_workflows(query, limit=limit):
+            async for wf in self.client.list_workflows(query, limit=limit or None):
                 memo = await wf.memo()
                 temporal_status = (wf.status.name if wf.status else "UNKNOWN").lower()
                 yield SagaSummary(
@@ -281,12 +328,29 @@ class SagaClient:
         except RPCError as exc:
             raise _map_rpc(exc, "") from None
 
+    async def started_by(self, saga_id: str) -> str | None:
+        """The name of the API key that started the saga (kept in its memo), if any."""
+        try:
+            description = await self._handle(saga_id).describe(rpc_timeout=self.rpc_timeout)
+            by = await description.memo_value("started_by", None)
+        except RPCError as exc:
+            raise _map_rpc(exc, saga_id) from None
+        return by if isinstance(by, str) else None
+
     async def _update(self, saga_id: str, name: str, arg: BaseModel | None) -> SagaState:
         handle = self._handle(saga_id)
         args = [] if arg is None else [arg]
         try:
-            state: SagaState = await handle.execute_update(name, args=args, result_type=SagaState)
+            # Waits until a worker has run the update: with none polling, for ever.
+            state: SagaState = await _bounded(
+                handle.execute_update(
+                    name, args=args, result_type=SagaState, rpc_timeout=self.rpc_timeout
+                ),
+                self.update_timeout,
+            )
             return state
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise TemporalTimeout(TIMEOUT_MESSAGE) from None
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == CONFLICT:
@@ -313,11 +377,28 @@ def _condition(
     return lambda state: state.status in statuses
 
 
+async def _bounded(call: Awaitable[SagaState], bound: timedelta | None) -> SagaState:
+    if bound is None:
+        return await call
+    try:
+        async with asyncio.timeout(bound.total_seconds()):
+            return await call
+    except TimeoutError:
+        raise TemporalTimeout(TIMEOUT_MESSAGE) from None
+
+
+# Said to API callers as they are: no address, host name or server message in them.
+UNAVAILABLE_MESSAGE = "Temporal is unavailable; try again later"
+TIMEOUT_MESSAGE = "Temporal did not answer in time; the request may still take effect"
+
+
 def _map_rpc(exc: RPCError, saga_id: str) -> Exception:
     if exc.status == RPCStatusCode.NOT_FOUND:
         if "already completed" in exc.message:
             return SagaConflict(f"saga {saga_id!r} has already finished")
         return SagaNotFound(f"no saga with id {saga_id!r}")
-    if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-        return TemporalUnavailable(f"Temporal is unavailable: {exc.message}")
+    if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
+        return TemporalTimeout(TIMEOUT_MESSAGE)
+    if exc.status == RPCStatusCode.UNAVAILABLE:
+        return TemporalUnavailable(UNAVAILABLE_MESSAGE)
     return exc

@@ -7,6 +7,12 @@ the key id travels in the payload's metadata so that keys can be rotated: the ne
 every listed key opens (``SAGAS_ENCRYPTION_KEY`` may hold several, comma-separated, newest
 first). A payload that is not sealed (written before encryption was switched on) passes
 through as it is, so switching it on needs no migration.
+
+Failures are payloads too: with a key, the failure converter moves each failure's message and
+stack trace (an activity's error text, which may echo what it was given, and the code paths
+behind it) into the failure's ``encoded_attributes`` payload, which is sealed like the rest;
+history then shows "Encoded failure" in their place. The SDK puts them back when it decodes a
+failure, and the codec server opens them for the Temporal UI like any other payload.
 """
 
 from __future__ import annotations
@@ -22,7 +28,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
 
 from engine._errors import EncryptionKeyError
 
@@ -100,11 +110,16 @@ class EncryptionCodec(PayloadCodec):
 
 
 def data_converter(keys: Sequence[bytes] = ()) -> DataConverter:
-    """The engine's data converter: pydantic, and sealed with ``keys`` when there are any.
+    """The engine's data converter: pydantic, and sealed with ``keys`` when there are any
+    (payloads, and failures' messages and stack traces).
 
     The keys come from the caller; the settings' keys are wired in by
     :meth:`engine.config.Settings.data_converter`.
     """
     if not keys:
         return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(keys))
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=EncryptionCodec(keys),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )

@@ -6,6 +6,9 @@ with; ``/encode`` does the reverse. Both carry the protobuf JSON form of ``Paylo
 
     {"payloads": [{"metadata": {"encoding": "<base64>"}, "data": "<base64>"}]}
 
+A failure's message and stack trace travel the same way: the UI posts the failure's
+``encoded_attributes`` (one payload) and gets ``{"message": ..., "stack_trace": ...}`` back.
+
 A payload sealed with a key this process does not hold is an error naming it, not a payload
 passed back still sealed: an operator should know why they cannot read it.
 """

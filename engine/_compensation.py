@@ -7,6 +7,8 @@ steps of one parallel stage are compensated concurrently. A business refusal lea
 to undo; an unknown outcome (timed out, cancelled mid-call) is undone like a success, which is
 why compensations must be idempotent and succeed when there is nothing to undo.
 
+A compensation retries transient errors for about an hour by default and waits on an open
+circuit without limit (``engine._outage``); a refused one (non-retryable) fails at once.
 A compensation that keeps failing does not block the earlier ones: every other effect is
 undone, and the saga waits in ``compensation_failed`` with exactly the failed steps left for
 an operator, who may retry them (a fresh budget of attempts) or resolve them by hand.
@@ -15,12 +17,13 @@ an operator, who may retry them (a fresh budget of attempts) or resolve them by 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 
 from engine._attempts import GaveUp, run_attempts
 from engine._record import SagaRecord
@@ -46,11 +49,26 @@ class Entry:
     state: StepState
     output: Any = None
     definitely_failed: bool = False  # a business refusal: nothing took effect, nothing to undo
+    fallback_served: bool = False  # the step's fallback acted: its compensation undoes it
     span_context: SpanContext = INVALID_SPAN_CONTEXT  # of the step's span, for the undo's link
 
     @property
+    def undos(self) -> list[tuple[Callable[..., Any], Any]]:
+        """The compensations to run, each with the output it undoes.
+
+        That of whichever action served; when the fallback served, the action's outcome is
+        unknown (it failed, but not by a refusal), so its compensation runs too, with no
+        output, as for any unknown outcome.
+        """
+        step = self.step
+        if not self.fallback_served:
+            return [(step.compensate, self.output)] if step.compensate else []
+        undos = [(step.fallback_compensate, self.output), (step.compensate, None)]
+        return [(fn, output) for fn, output in undos if fn is not None]
+
+    @property
     def needs_compensation(self) -> bool:
-        return self.step.compensate is not None and not self.definitely_failed
+        return bool(self.undos) and not self.definitely_failed
 
 
 @dataclass
@@ -80,6 +98,7 @@ class CompensationRunner:
         self._record = record
         self._log = log
         self.retry_requested = False
+        self._patient: bool | None = None
 
     async def settle(self) -> None:
         """Compensate everything in the log; return once the saga is compensated (or failed)."""
@@ -106,20 +125,12 @@ class CompensationRunner:
 
     async def _compensate(self, entry: Entry) -> None:
         record, step, state = self._record, entry.step, entry.state
-        assert step.compensate is not None
         comp = state.compensation or CompensationState()
         state.compensation = comp
         comp.status = CompensationStatus.RUNNING
         comp.started_at = workflow.now()
         comp.ended_at = None
         record.set_step(state, StepStatus.COMPENSATING)
-        undo: Compensation[Any, Any] = Compensation(
-            saga_id=record.saga_id,
-            step=state.name,
-            idempotency_key=state.idempotency_key,
-            input=entry.arg,
-            output=entry.output,
-        )
         # Linked to the step it undoes: in another part of the trace, often much later.
         with saga_span(
             saga_type=record.saga_type,
@@ -129,17 +140,25 @@ class CompensationRunner:
             links=[entry.span_context],
         ) as span:
             try:
-                await run_attempts(
-                    step.compensate,
-                    undo,
-                    step=step,
-                    phase=COMPENSATION,
-                    policy=step.compensation_retry_policy,
-                    counter=comp,
-                    give_up_on_refusal=True,
-                    span=span,
-                    on_change=record.changed,
-                )
+                for undo_fn, output in entry.undos:
+                    undo: Compensation[Any, Any] = Compensation(
+                        saga_id=record.saga_id,
+                        step=state.name,
+                        idempotency_key=state.idempotency_key,
+                        input=entry.arg,
+                        output=output,
+                    )
+                    await run_attempts(
+                        undo_fn,
+                        undo,
+                        step=step,
+                        phase=COMPENSATION,
+                        policy=self._policy(step),
+                        counter=comp,
+                        give_up_on_refusal=True,
+                        span=span,
+                        on_change=record.changed,
+                    )
             except GaveUp as exc:
                 comp.status = CompensationStatus.FAILED
                 comp.error = str(exc)
@@ -154,6 +173,15 @@ class CompensationRunner:
         comp.error = None
         comp.ended_at = workflow.now()
         record.set_step(state, StepStatus.COMPENSATED)
+
+    def _policy(self, step: Step) -> RetryPolicy:
+        if step.compensation_retry is not None:
+            return step.compensation_retry
+        if self._patient is None:
+            # Sagas whose compensations started under an older engine keep its shorter default
+            # (their histories hold no marker); new ones leave the marker and are patient.
+            self._patient = workflow.patched("patient-compensations")
+        return step.compensation_retry_policy(patient=self._patient)
 
 
 def _failed(entries: list[Entry]) -> list[Entry]:

@@ -13,6 +13,7 @@ import json
 from datetime import UTC, datetime
 
 from engine._errors import InvalidCursor
+from engine._ids import is_saga_id
 
 
 def encode_cursor(created_at: datetime, saga_id: str) -> str:
@@ -26,7 +27,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, saga_id = json.loads(raw)
         when = datetime.fromisoformat(at)
-        if not isinstance(saga_id, str):
+        if not is_saga_id(saga_id):  # the id goes into the query: a NUL is a 500 on PostgreSQL
             raise TypeError
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise InvalidCursor("cursor: not a cursor this API returned") from None

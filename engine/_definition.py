@@ -64,6 +64,8 @@ class SagaDefinition(Generic[InputT]):
         deadline: timedelta | None = None,
         description: str = "",
         version: int = 1,
+        outage_patience: timedelta | None = None,
+        max_input_bytes: int | None = None,
     ) -> None:
         if not isinstance(name, str) or not _SAGA_NAME.match(name):
             raise SagaDefinitionError(
@@ -77,6 +79,12 @@ class SagaDefinition(Generic[InputT]):
             raise SagaDefinitionError(f"saga {name!r}: deadline must be positive")
         if not isinstance(version, int) or version < 1:
             raise SagaDefinitionError(f"saga {name!r}: version must be a positive integer")
+        if outage_patience is not None and outage_patience <= timedelta(0):
+            raise SagaDefinitionError(f"saga {name!r}: outage_patience must be positive")
+        if max_input_bytes is not None and (
+            not isinstance(max_input_bytes, int) or max_input_bytes < 1
+        ):
+            raise SagaDefinitionError(f"saga {name!r}: max_input_bytes must be a positive integer")
         self.name = name
         self.input = input
         self.deadline = deadline
@@ -84,6 +92,11 @@ class SagaDefinition(Generic[InputT]):
         # Running sagas keep the version they started with while newer ones roll out (see
         # engine._registry.versions and the workflow's pin_definition).
         self.version = version
+        #: How long its steps may wait on a participant that is down (a step may say otherwise).
+        self.outage_patience = outage_patience
+        # Every attempt of a step carries the input into the history: a bound on it is a
+        # bound on how fast a history grows. None: the API's SAGAS_MAX_INPUT_BYTES.
+        self.max_input_bytes = max_input_bytes
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -144,9 +157,17 @@ class Saga(SagaDefinition[InputT]):
         deadline: timedelta | None = None,
         description: str = "",
         version: int = 1,
+        outage_patience: timedelta | None = None,
+        max_input_bytes: int | None = None,
     ) -> None:
         super().__init__(
-            name, input=input, deadline=deadline, description=description, version=version
+            name,
+            input=input,
+            deadline=deadline,
+            description=description,
+            version=version,
+            outage_patience=outage_patience,
+            max_input_bytes=max_input_bytes,
         )
         self.stages: tuple[Stage, ...] = tuple(steps)
         _check_stages(name, self.stages)
@@ -158,12 +179,10 @@ class Saga(SagaDefinition[InputT]):
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
-        fns: list[Callable[..., Any]] = []
+        fns: list[Callable[..., Any] | None] = []
         for step in self.steps:
-            fns.append(step.action)
-            if step.compensate is not None:
-                fns.append(step.compensate)
-        return fns
+            fns += [step.action, step.compensate, step.fallback, step.fallback_compensate]
+        return [fn for fn in fns if fn is not None]
 
     async def forward(self, runner: StageRunner) -> None:
         for group in self.groups:
@@ -207,11 +226,17 @@ def _check_stages(saga: str, stages: tuple[Stage, ...]) -> None:
                     f"{where}: duplicate step name (give one of them name=...)"
                 )
             seen.add(name)
-            if step.compensate is not None:
-                try:
-                    activity_name(step.compensate)
-                except TypeError as exc:
-                    raise SagaDefinitionError(f"{where}: compensate: {exc}") from None
+            for label, fn in (
+                ("compensate", step.compensate),
+                ("fallback", step.fallback),
+                ("fallback_compensate", step.fallback_compensate),
+            ):
+                if fn is not None:
+                    try:
+                        activity_name(fn)
+                    except TypeError as exc:
+                        raise SagaDefinitionError(f"{where}: {label}: {exc}") from None
+            check_degradation(where, step)
             if step.pivot and step.retriable:
                 raise SagaDefinitionError(f"{where}: a step cannot be both pivot and retriable")
             if step.retriable and step.compensate is not None:
@@ -258,6 +283,22 @@ def _check_stages(saga: str, stages: tuple[Stage, ...]) -> None:
                     f"saga {saga!r}: a Parallel group mixes compensatable and retriable steps "
                     f"({', '.join(s.step_name for s in stage.steps)})"
                 )
+
+
+def check_degradation(where: str, step: Step) -> None:
+    """Fallbacks, optional steps and outage patience."""
+    if step.fallback_compensate is not None and step.fallback is None:
+        raise SagaDefinitionError(f"{where}: fallback_compensate= needs a fallback=")
+    if step.fallback is not None and step.compensate is not None and not step.fallback_compensate:
+        raise SagaDefinitionError(
+            f"{where}: the fallback of a compensatable step needs its own fallback_compensate="
+        )
+    if (step.fallback is not None or step.optional) and step.kind is not StepKind.COMPENSATABLE:
+        raise SagaDefinitionError(
+            f"{where}: a pivot or retriable step cannot have a fallback or be optional"
+        )
+    if step.outage_patience is not None and step.outage_patience <= timedelta(0):
+        raise SagaDefinitionError(f"{where}: outage_patience must be positive")
 
 
 def _name(saga: str, step: Step) -> str:

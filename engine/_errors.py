@@ -13,6 +13,7 @@
     ├── KeyConflict                an idempotency key was used before with another request
     ├── StepFailed                 a forward step failed for good (inside a saga's workflow)
     ├── TemporalUnavailable        the Temporal server cannot be reached
+    │   └── TemporalTimeout        a call to Temporal did not answer within its deadline
     ├── TemporalConfigError        the Temporal connection settings cannot be used
     ├── EmbeddedTemporalError      the embedded dev server cannot start
     └── EncryptionKeyError         a configured encryption key is malformed or unknown
@@ -111,6 +112,13 @@ class StepFailed(SagaError):
 class TemporalUnavailable(SagaError):
     http_status = 503
     code = "temporal_unavailable"
+
+
+class TemporalTimeout(TemporalUnavailable):
+    """A call to Temporal got no answer within its deadline: it may still take effect."""
+
+    http_status = 504
+    code = "temporal_timeout"
 
 
 class TemporalConfigError(SagaError):

@@ -5,6 +5,12 @@ stage, an imperative one through ``SagaRun``). For each step: skip it when its `
 so, wait for a person's decision when it asks for one, then run its attempts in a span of its
 own. A step that fails for good raises ``StepFailed``; its running siblings in a parallel
 stage finish first, and whatever they did is compensated with the rest.
+
+Graceful degradation: when the action fails for good, not by a business refusal, the step's
+``fallback`` runs instead (in the same span, with fresh retries) and the step records that it
+served (``served_by``); undoing the step then runs ``fallback_compensate``, then the action's
+own compensation (its outcome is unknown). An ``optional``
+step that fails ends ``failed_optional`` and the saga goes on without its result.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
+from opentelemetry.trace import Span
 from temporalio import workflow
 
 from engine._attempts import GaveUp, run_attempts
@@ -22,7 +30,7 @@ from engine._definition import SagaDefinition
 from engine._errors import StepFailed
 from engine._record import SagaRecord
 from engine._state import Decision, StepState, StepStatus
-from engine._step import Step, StepKind
+from engine._step import DEFAULT_OUTAGE_PATIENCE, Step, StepKind, activity_name
 from engine._step_info import FORWARD
 from engine._tracing import saga_span, set_outcome
 
@@ -88,20 +96,15 @@ class ForwardRunner:
         ) as span:
             entry.span_context = span.get_span_context()
             try:
-                output = await run_attempts(
-                    step.action,
-                    arg,
-                    step=step,
-                    phase=FORWARD,
-                    policy=step.retry_policy,
-                    counter=state,
-                    budget=step.schedule_to_close,
-                    give_up_on_refusal=step.kind is not StepKind.RETRIABLE,
-                    span=span,
-                    on_change=record.changed,
-                )
+                output = await self._act(step, entry, state, span)
             except GaveUp as exc:
                 entry.definitely_failed = exc.business_refusal
+                if step.optional:
+                    # The saga goes on; an unknown outcome is still undone if it compensates.
+                    record.end_step(state, StepStatus.FAILED_OPTIONAL, error=str(exc))
+                    set_outcome(span, "failed_optional", attempts=state.attempts, error=str(exc))
+                    record.measure(name, FORWARD, "failed_optional", state.started_at)
+                    return None
                 record.end_step(state, StepStatus.FAILED, error=str(exc))
                 set_outcome(span, "failed", attempts=state.attempts, error=str(exc))
                 record.measure(name, FORWARD, "failed", state.started_at)
@@ -120,6 +123,42 @@ class ForwardRunner:
             record.past_pivot = True
         record.end_step(state, StepStatus.SUCCEEDED, error=None)
         return output
+
+    async def _act(self, step: Step, entry: Entry, state: StepState, span: Span) -> Any:
+        """The step's action, then its fallback if the action failed for good (not refused)."""
+        try:
+            return await self._attempts(step, step.action, entry.arg, state, span)
+        except GaveUp as exc:
+            if step.fallback is None or exc.business_refusal:
+                raise
+            failure = str(exc)
+        fallback = activity_name(step.fallback)
+        span.add_event("fallback", {"saga.fallback": fallback, "error.message": failure})
+        workflow.logger.info("fallback serves", extra={"step": state.name, "fallback": fallback})
+        entry.fallback_served = True
+        state.served_by = fallback
+        return await self._attempts(step, step.fallback, entry.arg, state, span)
+
+    async def _attempts(
+        self, step: Step, fn: Callable[..., Any], arg: Any, state: StepState, span: Span
+    ) -> Any:
+        retriable = step.kind is StepKind.RETRIABLE
+        return await run_attempts(
+            fn,
+            arg,
+            step=step,
+            phase=FORWARD,
+            policy=step.retry_policy,
+            counter=state,
+            budget=step.schedule_to_close,
+            give_up_on_refusal=not retriable,
+            span=span,
+            on_change=self._record.changed,
+            patience=None if retriable else self._patience(step),
+        )
+
+    def _patience(self, step: Step) -> timedelta:
+        return step.outage_patience or self._definition.outage_patience or DEFAULT_OUTAGE_PATIENCE
 
     async def _wait_for_approval(self, step: Step, state: StepState) -> None:
         assert step.approval is not None

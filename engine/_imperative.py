@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 from temporalio.common import RetryPolicy
 
-from engine._definition import SagaDefinition, StageRunner
+from engine._definition import SagaDefinition, StageRunner, check_degradation
 from engine._errors import SagaDefinitionError
 from engine._step import DEFAULT_START_TO_CLOSE, Approval, Step, StepKind, activity_name
 
@@ -66,13 +66,18 @@ class SagaRun(Generic[InputT]):
         heartbeat: timedelta | None = None,
         non_retryable: tuple[str, ...] = (),
         approval: Approval | None = None,
+        participant: str | None = None,
+        outage_patience: timedelta | None = None,
+        fallback: Callable[..., Any] | None = None,
+        fallback_compensate: Callable[..., Any] | None = None,
+        optional: bool = False,
     ) -> Any:
         """Run one step (the saga input is its argument unless ``arg`` is given).
 
         Returns the action's output. If the step fails for good, ``StepFailed`` propagates and
         the saga compensates; catching it to try another branch is allowed.
         """
-        for fn in (action, compensate):
+        for fn in (action, compensate, fallback, fallback_compensate):
             if fn is not None and not self._runner.declares(fn):
                 # Not registered on the worker, its task would wait in the queue for ever.
                 raise RuntimeError(
@@ -102,7 +107,16 @@ class SagaRun(Generic[InputT]):
             heartbeat=heartbeat,
             non_retryable=non_retryable,
             approval=approval,
+            participant=participant,
+            outage_patience=outage_patience,
+            fallback=fallback,
+            fallback_compensate=fallback_compensate,
+            optional=optional,
         )
+        try:
+            check_degradation(f"step {step_name!r}", step)
+        except SagaDefinitionError as exc:
+            raise RuntimeError(str(exc)) from None
         if pivot or retriable:
             self._point_of_no_return = self._point_of_no_return or step_name
         (output,) = await self._runner.run_stage([step])
@@ -134,9 +148,17 @@ class ImperativeSaga(SagaDefinition[InputT]):
         deadline: timedelta | None = None,
         description: str = "",
         version: int = 1,
+        outage_patience: timedelta | None = None,
+        max_input_bytes: int | None = None,
     ) -> None:
         super().__init__(
-            name, input=input, deadline=deadline, description=description, version=version
+            name,
+            input=input,
+            deadline=deadline,
+            description=description,
+            version=version,
+            outage_patience=outage_patience,
+            max_input_bytes=max_input_bytes,
         )
         if not inspect.iscoroutinefunction(run):
             raise SagaDefinitionError(f"saga {name!r}: run must be an async function")

@@ -32,7 +32,7 @@ SECRET_KEYS = re.compile(
     re.IGNORECASE,
 )
 #: Values that look like a card token or a card number, wherever they appear in text.
-SECRET_VALUES = re.compile(r"\btok_[A-Za-z0-9_]+|\b(?:\d[ -]?){13,19}\b")
+SECRET_VALUES = re.compile(r"\btok_[A-Za-z0-9_]+|\b\d(?:[ -]?\d){12,18}\b")
 MASK = "[redacted]"
 
 
@@ -41,19 +41,38 @@ def redact_text(text: str) -> str:
     return SECRET_VALUES.sub(MASK, text)
 
 
-def _redact(value: Any, depth: int = 0) -> Any:
-    if depth > 6:
-        return value
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, Mapping):
-        return {
-            k: MASK if isinstance(k, str) and SECRET_KEYS.search(k) else _redact(v, depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_redact(v, depth + 1) for v in value]
-    return value
+def redact_value(value: Any) -> Any:
+    """``value`` with secrets masked: by key (:data:`SECRET_KEYS`) in mappings and by shape
+    (:func:`redact_text`) in strings, however deep they are nested.
+
+    Mappings come back as dicts and sequences as lists; other values as they are. A walk with
+    its own stack, not recursion: no depth at which a secret is let through, no recursion
+    limit to hit; a container met a second time (a structure that contains itself) is masked,
+    so the copy is a tree that any JSON renderer can write.
+    """
+    copies: dict[int, Any] = {}
+    todo: list[tuple[Any, Any]] = []
+
+    def copy(item: Any) -> Any:
+        if isinstance(item, str):
+            return redact_text(item)
+        if not isinstance(item, Mapping | list | tuple):
+            return item
+        if id(item) in copies:  # met before: a cycle (or shared part), masked, not followed
+            return MASK
+        known = copies[id(item)] = {} if isinstance(item, Mapping) else []
+        todo.append((item, known))
+        return known
+
+    root = copy(value)
+    while todo:
+        source, target = todo.pop()
+        if isinstance(source, Mapping):
+            for k, v in source.items():
+                target[k] = MASK if isinstance(k, str) and SECRET_KEYS.search(k) else copy(v)
+        else:
+            target.extend(copy(v) for v in source)
+    return root
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -64,7 +83,7 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
         if SECRET_KEYS.search(key):
             event[key] = MASK
         else:
-            event[key] = _redact(event[key])
+            event[key] = redact_value(event[key])
     return event
 
 

@@ -8,11 +8,13 @@ and finds the schema already at head.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -41,9 +43,35 @@ def upgrade(engine: Engine, revision: str = "head", attempts: int = 5) -> None:
                         lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
                         lock.commit()
             else:
+                before = _revision(engine)
                 command.upgrade(config(engine), revision)
+                if _revision(engine) != before:
+                    # Old page versions (what a migration rewrote, card data among them) stay
+                    # in the write-ahead log until a checkpoint, and in its file after it
+                    # unless the checkpoint truncates it.
+                    _truncate_wal(engine)
             return
         except DBAPIError:
             if attempt == attempts:
                 raise
             time.sleep(0.2 * attempt)  # another process is migrating: let it finish
+
+
+def _revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def _truncate_wal(engine: Engine) -> None:
+    # Outside any transaction (the store's connections begin one on first use), hence the
+    # driver's own connection. Best effort: a process that holds the database busy for longer
+    # than the busy timeout leaves the log as it is.
+    conn = engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor.close()
+    except sqlite3.OperationalError:
+        pass
+    finally:
+        conn.close()

@@ -55,7 +55,7 @@ from engine._logging import configure_logging
 from engine._metrics import exporting_metrics, temporal_runtime
 from engine._store import SagaStore
 from engine._tracing import configure_tracing, flush_tracing, instrument_httpx
-from engine._worker import build_worker
+from engine._worker import build_worker, outage_policy
 from engine.config import Settings
 
 #: A part of ``sagas dev`` from outside the engine: serves while its block runs, says where.
@@ -193,6 +193,7 @@ async def run_worker(settings: Settings, sagas: Sequence[SagaDefinition[Any]]) -
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
         store=store,
         sandbox=settings.workflow_sandbox,
+        outage=outage_policy(settings, settings.max_concurrent_activities),
     )
     names = ", ".join(s.name for s in sagas) or "none (no saga definitions found)"
     typer.echo(f"worker     task queue {settings.task_queue!r} on {connection.describe()}")

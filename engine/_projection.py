@@ -22,7 +22,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from engine._state import SagaState, SagaStatus
@@ -181,7 +183,9 @@ async def read_from_temporal(client: Client, saga_id: str) -> tuple[SagaState, i
     error = "the saga's workflow ended without a result"
     async for event in handle.fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-            error = event.workflow_execution_failed_event_attributes.failure.message
+            error = await _failure_message(
+                client, event.workflow_execution_failed_event_attributes.failure
+            )
     state = SagaState(
         id=saga_id,
         type=description.workflow_type,
@@ -192,3 +196,10 @@ async def read_from_temporal(client: Client, saga_id: str) -> tuple[SagaState, i
         updated_at=description.close_time or description.start_time,
     )
     return state, revision
+
+
+async def _failure_message(client: Client, failure: Failure) -> str:
+    """A failure's message as it was raised: history holds "Encoded failure" in its place when
+    encryption is on (``_codec``), and the client's converter opens it."""
+    decoded = await client.data_converter.decode_failure(failure)
+    return decoded.message if isinstance(decoded, FailureError) else str(decoded)

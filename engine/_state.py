@@ -43,6 +43,8 @@ class StepStatus(StrEnum):
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
     RESOLVED = "resolved"
+    #: An ``optional=True`` step that failed: the saga went on without it.
+    FAILED_OPTIONAL = "failed_optional"
 
 
 class CompensationStatus(StrEnum):
@@ -62,6 +64,19 @@ class Decision(BaseModel):
     at: datetime | None = None
 
 
+class ParticipantWait(BaseModel):
+    """A step (or compensation) waiting for a participant that its worker will not call now."""
+
+    participant: str
+    #: ``circuit_open``: the participant's circuit breaker is open (it kept failing);
+    #: ``bulkhead_full``: the worker already runs as many calls to it as it allows.
+    reason: str
+    since: datetime
+    until: datetime
+    #: Calls refused so far in this wait (not counted against the retry budget).
+    refusals: int = 1
+
+
 class CompensationState(BaseModel):
     status: CompensationStatus = CompensationStatus.PENDING
     attempts: int = 0
@@ -70,6 +85,7 @@ class CompensationState(BaseModel):
     error: str | None = None
     resolved_by: str | None = None
     resolution: str | None = None
+    waiting: ParticipantWait | None = None
 
 
 class StepState(BaseModel):
@@ -84,6 +100,9 @@ class StepState(BaseModel):
     output: Any = None
     approval: Decision | None = None
     compensation: CompensationState | None = None
+    waiting: ParticipantWait | None = None
+    #: The fallback activity that served when the action failed for good (else None).
+    served_by: str | None = None
 
 
 class SagaState(BaseModel):

@@ -34,14 +34,26 @@ DEFAULT_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=5,
 )
-# With these numbers a compensation that always fails gives up after about 30 s of backoff
-# (1+2+4+8+16), well inside the two minutes DESIGN.md promises for CANCEL-FAILS.
+# Patient compensations: a compensation that meets transient errors keeps trying for about an
+# hour (1+2+...+32 s, then every minute: 65 attempts take ~62 min) before the saga is parked
+# for an operator; a refused one (non-retryable) parks it at once, retrying cannot help.
 DEFAULT_COMPENSATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=65,
+)
+# The default before patient compensations (about 30 s of backoff): sagas that started their
+# compensations under it keep it (see engine._compensation, patch "patient-compensations").
+LEGACY_COMPENSATION_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=6,
 )
+# How long a step waits, in all, on a participant whose circuit is open (or whose bulkhead is
+# full) before it gives up as if its retries were exhausted. Compensations wait without limit.
+DEFAULT_OUTAGE_PATIENCE = timedelta(minutes=5)
 # Forward recovery after the pivot: never give up, but do not hammer a participant.
 DEFAULT_RETRIABLE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -119,6 +131,16 @@ class Step:
     heartbeat: timedelta | None = None
     non_retryable: Sequence[str] = ()
     approval: Approval | None = None
+    #: The service the step calls (its breaker and bulkhead), if its activity does not say.
+    participant: str | None = None
+    #: Time the step may wait on an open circuit; None: the saga's, else five minutes.
+    outage_patience: timedelta | None = None
+    #: Runs instead when the action fails for good (not when it is refused); its undo is
+    #: ``fallback_compensate``.
+    fallback: Callable[..., Awaitable[Any]] | Callable[..., Any] | None = None
+    fallback_compensate: Callable[..., Awaitable[Any]] | Callable[..., Any] | None = None
+    #: The saga goes on if this step fails (status ``failed_optional``).
+    optional: bool = False
 
     @property
     def step_name(self) -> str:
@@ -138,9 +160,11 @@ class Step:
             return self.retry
         return DEFAULT_RETRIABLE_RETRY if self.retriable else DEFAULT_RETRY
 
-    @property
-    def compensation_retry_policy(self) -> RetryPolicy:
-        return self.compensation_retry or DEFAULT_COMPENSATION_RETRY
+    def compensation_retry_policy(self, *, patient: bool = True) -> RetryPolicy:
+        """The compensation's policy; ``patient=False``: the default of older engines."""
+        if self.compensation_retry is not None:
+            return self.compensation_retry
+        return DEFAULT_COMPENSATION_RETRY if patient else LEGACY_COMPENSATION_RETRY
 
     def action_input(self, saga_input: BaseModel, results: Results) -> Any:
         if self.input is None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, func, insert, text
@@ -29,6 +29,7 @@ from sqlmodel import Session, col, create_engine, delete, select
 from engine import _store_upsert
 from engine._cursor import decode_cursor, encode_cursor
 from engine._errors import KeyConflict
+from engine._masking import mask_data, mask_text
 from engine._state import FINAL_STATUSES, SagaState, SagaStatus, StepState
 from engine._store_tables import (
     IDEMPOTENCY_KEYS,
@@ -143,7 +144,8 @@ class SagaStore:
         """Record a saga about to start (and its idempotency key).
 
         Returns (saga id, created). With a key seen before and the same fingerprint, the saga
-        it started; with another fingerprint, KeyConflict.
+        it started; with another fingerprint, KeyConflict. ``input`` is kept masked
+        (``_masking``): ``fingerprint`` must be taken from it unmasked, by the caller.
         """
         keys, sagas = IDEMPOTENCY_KEYS, SAGAS
         at = created_at or now()
@@ -169,7 +171,7 @@ class SagaStore:
                     "id": saga_id,
                     "type": saga_type,
                     "status": SagaStatus.RUNNING.value,
-                    "input": input,
+                    "input": mask_data(input),
                     "result": None,
                     "error": None,
                     "cancel_reason": None,
@@ -296,6 +298,18 @@ class SagaStore:
         with self.session() as s:
             return {(t, st): int(n) for t, st, n in s.exec(query).all()}
 
+    def oldest_in_flight(self) -> dict[tuple[str, str], datetime]:
+        """When the oldest saga not yet final was created, by (type, status): the age that
+        tells a saga stuck in a status from a busy one (alert rules read it)."""
+        finals = [s.value for s in FINAL_STATUSES]
+        query = (
+            select(SagaRow.type, SagaRow.status, func.min(SagaRow.created_at))
+            .where(col(SagaRow.status).not_in(finals))
+            .group_by(col(SagaRow.type), col(SagaRow.status))
+        )
+        with self.session() as s:
+            return {(t, st): _aware(at) for t, st, at in s.exec(query).all()}
+
     # ------------------------------------------------------ operator actions
 
     def record_action(
@@ -309,7 +323,7 @@ class SagaStore:
     ) -> None:
         with self.session() as s:
             s.add(OperatorActionRow(saga_id=saga_id, action=action, step=step, actor=actor,
-                                    reason=reason))  # fmt: skip
+                                    reason=mask_text(reason)))  # fmt: skip
             s.commit()
 
     def actions(self, saga_id: str) -> list[OperatorAction]:
@@ -355,3 +369,8 @@ def _stored(row: SagaRow, steps: list[StepRow]) -> StoredSaga:
         updated_at=aware(row.updated_at),
     )
     return StoredSaga(state, row.trace_id, aware(row.created_at), row.revision)
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back naive datetimes; the store writes UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, Connection, Table, delete, func, insert, n
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
+from engine._masking import mask_snapshot
 from engine._state import SagaState
 from engine._store_tables import SAGAS, STEPS
 
@@ -57,7 +58,8 @@ def newest(snapshots: Sequence[Snapshot]) -> dict[str, tuple[dict[str, Any], int
 
 def write(conn: Connection, snapshots: Sequence[Snapshot]) -> int:
     """Write the snapshots that are newer than what is stored; return how many were."""
-    latest = newest(snapshots)
+    # Masked here, the one way into the sagas and steps tables: card data never reaches them.
+    latest = {i: (mask_snapshot(data), rev) for i, (data, rev) in newest(snapshots).items()}
     if not latest:
         return 0
     # In id order: concurrent writers lock the rows they share in the same order.

@@ -5,21 +5,24 @@ from __future__ import annotations
 import concurrent.futures
 import inspect
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.plugin import SimplePlugin
+from temporalio.runtime import Runtime
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from engine import _registry
 from engine._definition import SagaDefinition
 from engine._errors import SagaDefinitionError
+from engine._participants import OutagePolicy, ParticipantGuard, activity_participants
 from engine._projection import Projector
 from engine._step import activity_name
 from engine._store import SagaStore
 from engine._workflow import SagaWorkflow
-from engine.config import get_settings
+from engine.config import Settings, get_settings
 
 # The engine is passed through the sandbox so that the workflow sees the registry this process
 # filled, and so that saga definitions are not re-imported for every workflow run.
@@ -56,6 +59,7 @@ def build_worker(
     extra_activities: Sequence[Callable[..., Any]] = (),
     store: SagaStore | None = None,
     sandbox: bool = True,
+    outage: OutagePolicy | None = None,
     **worker_options: Any,
 ) -> Worker:
     """A worker for ``sagas``: the generic saga workflow plus every activity the sagas call.
@@ -66,9 +70,17 @@ def build_worker(
     (see ``engine._projection``). ``sandbox=False`` runs the saga workflow outside Temporal's
     workflow sandbox: less CPU per saga, but nothing then stops a ``when`` or ``input``
     callable of a saga definition from doing I/O or reading the clock (it must not).
+    ``outage`` sets the participants' circuit breakers and bulkheads (default: from the
+    settings, see :func:`outage_policy`).
     """
     _registry.register(*sagas)
     activities = saga_activities(sagas) + list(extra_activities)
+    guard = ParticipantGuard(
+        activity_participants(sagas),
+        outage or outage_policy(get_settings(), max_concurrent_activities),
+        meter=(client.service_client.config.runtime or Runtime.default()).metric_meter,
+    )
+    interceptors = [*worker_options.pop("interceptors", ()), guard]
     executor = None
     if any(not inspect.iscoroutinefunction(fn) for fn in activities):
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent_activities)
@@ -89,7 +101,19 @@ def build_worker(
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         plugins=plugins,
+        interceptors=interceptors,
         **worker_options,
+    )
+
+
+def outage_policy(settings: Settings, max_concurrent_activities: int) -> OutagePolicy:
+    """The breakers' and bulkheads' policy from the ``SAGAS_CIRCUIT_*``/``BULKHEAD_*`` settings."""
+    share = max(1, int(max_concurrent_activities * settings.bulkhead_share))
+    return OutagePolicy(
+        failure_threshold=settings.circuit_failure_threshold,
+        cooldown=timedelta(seconds=settings.circuit_cooldown_seconds),
+        max_concurrent=settings.bulkhead_max_concurrent or share,
+        bulkhead_retry=timedelta(seconds=settings.bulkhead_retry_seconds),
     )
 
 

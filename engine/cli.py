@@ -225,6 +225,12 @@ def render(state: SagaState) -> str:
         comp = step.compensation
         comp_text = f"{comp.status.value} ({comp.attempts})" if comp else "-"
         error = (comp.error if comp and comp.error else step.error) or ""
+        waiting = (comp.waiting if comp else None) or step.waiting
+        if waiting is not None:
+            until = waiting.until.isoformat(timespec="seconds")
+            error = f"waiting on {waiting.participant} ({waiting.reason}) until {until}"
+        elif step.served_by:
+            error = f"served by the fallback {step.served_by}"
         rows.append((step.name, step.status.value, str(step.attempts), comp_text, error))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
@@ -280,10 +286,33 @@ def reject(
 
 
 @app.command()
-@connection_options(task_queue=False)
-def retry(saga_id: IdArg, *, settings: Settings) -> None:
-    """Retry the failed compensations of a compensation_failed saga."""
-    steer(saga_id, lambda s: s.retry_compensations(saga_id), settings)
+@connection_options()
+def retry(
+    saga_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="The saga id.")] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every parked saga on the task queue (after an outage).")
+    ] = False,
+    saga_type: Annotated[str | None, typer.Option("--type", help="With --all: this type.")] = None,
+    module: ModuleOpt = None,
+    *,
+    settings: Settings,
+) -> None:
+    """Retry the failed compensations of a compensation_failed saga (or, --all, of each)."""
+    if every == (saga_id is not None) or (saga_type is not None and not every):
+        raise typer.BadParameter("give a saga ID, or --all [--type T]")
+    if saga_id is not None:
+        steer(saga_id, lambda s: s.retry_compensations(saga_id), settings)
+        return
+
+    async def retry_all() -> None:
+        if saga_type is not None:
+            load(module, settings)
+        retried = await (await client_for(settings)).retry_parked(saga_type=saga_type)
+        for retried_id in retried:
+            typer.echo(f"{retried_id}  compensating")
+        typer.echo(f"retried {len(retried)} saga(s)")
+
+    run(retry_all())
 
 
 @app.command()

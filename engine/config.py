@@ -25,11 +25,17 @@ from temporalio.converter import DataConverter
 
 from engine._codec import data_converter, parse_keys
 from engine._connection import Overrides, TemporalConnection, resolve
+from engine._secrets import weak_api_keys
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SAGAS_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="SAGAS_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        # A settings error must not print what it was given: keys and passwords among it.
+        hide_input_in_errors=True,
     )
 
     #: "production" makes unsafe values an error (the API refuses to start without keys).
@@ -94,6 +100,15 @@ class Settings(BaseSettings):
     # On SIGTERM a worker stops polling and gives running activities this long to finish
     # before cancelling them (Kubernetes: keep terminationGracePeriodSeconds above it).
     worker_shutdown_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # Outages (engine._participants): per participant, in each worker, a circuit breaker that
+    # opens after this many consecutive transient failures for this long, and a bulkhead of
+    # this many concurrent calls (unset: this share of max_concurrent_activities); a call
+    # refused by a full bulkhead is retried after bulkhead_retry_seconds.
+    circuit_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    circuit_cooldown_seconds: float = Field(default=10.0, gt=0, le=3600)
+    bulkhead_max_concurrent: int | None = Field(default=None, ge=1)
+    bulkhead_share: float = Field(default=0.5, gt=0, le=1)
+    bulkhead_retry_seconds: float = Field(default=1.0, gt=0, le=600)
     #: Run sagas in Temporal's workflow sandbox (guards saga definitions against I/O, clocks
     #: and randomness in ``when``/``input`` callables); off saves CPU per saga.
     workflow_sandbox: bool = True
@@ -110,7 +125,24 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     #: Bearer API keys, comma-separated; ``name:key`` names the caller in operator actions.
-    api_keys: Annotated[list[str], NoDecode] = []
+    api_keys: Annotated[list[SecretStr], NoDecode] = []
+    #: Roles of named keys, ``name:role+role`` comma-separated (read, start, operate,
+    #: approve); a key not listed keeps every role.
+    api_key_roles: Annotated[list[str], NoDecode] = []
+    #: Four eyes: the key that started a saga may not approve or reject it.
+    api_four_eyes: bool = False
+    #: Host headers the API answers; empty: localhost names in development, any in production.
+    api_allowed_hosts: Annotated[list[str], NoDecode] = []
+    #: /docs and /openapi.json: auto (open in development, behind a key in production),
+    #: open, key, or off.
+    api_docs: Literal["auto", "open", "key", "off"] = "auto"
+    #: Deadline of each call the API makes to Temporal (503/504 past it).
+    api_temporal_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: How long an operator action waits for a worker to run it (504 past it).
+    api_action_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    #: Saga inputs larger than this (as compact JSON) are refused (413), unless the saga
+    #: type sets its own ``max_input_bytes``.
+    max_input_bytes: int = Field(default=32 * 1024, ge=256, le=2 * 1024 * 1024)
     #: Request bodies above this size are refused (413) before they are read further.
     api_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     #: Links in the saga resource.
@@ -124,6 +156,9 @@ class Settings(BaseSettings):
     #: Server-sent events: how often the saga is looked at, and how long one stream may last.
     events_poll_seconds: float = Field(default=0.5, gt=0, le=10)
     events_max_seconds: float = Field(default=3600, gt=0)
+    #: Server-sent event streams open at once, in all and per API key (429 past them).
+    events_max_streams: int = Field(default=200, ge=1)
+    events_max_streams_per_key: int = Field(default=20, ge=1)
 
     # Demo participants (participants/) and the activities that call them (activities/).
     participants_url: str = "http://127.0.0.1:8001"
@@ -169,11 +204,19 @@ class Settings(BaseSettings):
             unsafe.append(
                 "the saga store is SQLite (set SAGAS_DATABASE_URL or DATABASE_URL to PostgreSQL)"
             )
+        unsafe.extend(f"SAGAS_API_KEYS: {why}" for why in weak_api_keys(self.api_keys))
         if unsafe:
             raise ValueError("unsafe for production: " + "; ".join(unsafe))
         return self
 
-    @field_validator("modules", "api_keys", "codec_cors_origins", mode="before")
+    @field_validator(
+        "modules",
+        "api_keys",
+        "api_key_roles",
+        "api_allowed_hosts",
+        "codec_cors_origins",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

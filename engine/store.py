@@ -2,9 +2,12 @@
 
 Workers keep it in step with the sagas (``build_worker(..., store=SagaStore(url))``); the API
 reads it to list and show sagas and writes idempotency keys and operator actions to it.
+What it keeps is masked (``mask_*``: card data and secrets by the log redaction rules); the
+API masks what it shows the same way.
 """
 
 from engine._errors import InvalidCursor, KeyConflict
+from engine._masking import mask_data, mask_snapshot, mask_state, mask_text
 from engine._projection import Projector, read_from_temporal
 from engine._state import FINAL_STATUSES
 from engine._store import OperatorAction, Page, SagaStore, StoredSaga, with_driver
@@ -18,6 +21,10 @@ __all__ = [
     "Projector",
     "SagaStore",
     "StoredSaga",
+    "mask_data",
+    "mask_snapshot",
+    "mask_state",
+    "mask_text",
     "read_from_temporal",
     "with_driver",
 ]

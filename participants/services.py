@@ -1,4 +1,19 @@
-"""What each demo participant offers, and how its documented test inputs behave."""
+"""What each demo participant offers, and how its documented test inputs behave.
+
+DESIGN.md's table, with the inputs added since for the outage tactics:
+
+    hotel.hotel_id == "sold-out"          the hotel refuses (409)
+    hotel.hotel_id == "slow"              the hotel answers after ``slow_seconds``
+    hotel.hotel_id == "unreachable"       the hotel answers 503 every time: trip_booking's
+                                          fallback books the room through ``hotel_broker``
+    car.car_class == "unavailable"        the car rental refuses (409): trip_booking's car is
+                                          optional, so the trip completes without it
+    payment.card_token == "tok_declined"  the payment is declined (402)
+    payment.card_token == "tok_flaky"     two 503s, then the charge
+    flight.flight_number == "CANCEL-FAILS"  the airline refuses to cancel (409, a business
+                                          refusal): the saga is parked at once
+    items[].sku == "out-of-stock"         the stock is refused; address "nowhere": the carrier
+"""
 
 from __future__ import annotations
 
@@ -26,7 +41,7 @@ class Unavailable(Exception):
 class Rules:
     #: Raise Refused or Unavailable for the "do" call; ``attempt`` counts calls with this key.
     do: Callable[[Body, int], None] = lambda body, attempt: None
-    #: Raise Unavailable for the "undo" call (the request body of the original "do").
+    #: Raise Refused or Unavailable for the "undo" call (the request body of the original "do").
     undo: Callable[[Body], None] = lambda body: None
     #: Seconds the "do" call takes.
     delay: Callable[[Body], float] = lambda body: 0.0
@@ -66,8 +81,16 @@ def _card(body: Body, attempt: int) -> None:
 
 
 def _cancel_fails(body: Body) -> None:
+    # A business refusal, not an outage: retrying cannot help, an operator must act.
     if body.get("flight_number") == "CANCEL-FAILS":
-        raise Unavailable("the airline's cancellation system is down")
+        raise Refused(409, "the airline no longer cancels this ticket")
+
+
+def _hotel(body: Body, attempt: int) -> None:
+    if body.get("hotel_id") == "sold-out":
+        raise Refused(409, "sold out")
+    if body.get("hotel_id") == "unreachable":
+        raise Unavailable("the hotel's booking system does not answer")
 
 
 def _out_of_stock(body: Body) -> bool:
@@ -85,10 +108,16 @@ def participants(*, slow_seconds: float) -> list[Participant]:
                 "reservations", "reserved", "cancelled",
                 price=lambda b: 120 * int(b.get("nights", 1)),
                 rules=Rules(
-                    do=_refuse_if(lambda b: b.get("hotel_id") == "sold-out", 409, "sold out"),
+                    do=_hotel,
                     delay=lambda b: slow_seconds if b.get("hotel_id") == "slow" else 0.0,
                 ),
             ),
+        )),
+        # A broker that books rooms when the hotel's own system is down (the hotel step's
+        # fallback): dearer, but the trip goes on.
+        Participant("hotel_broker", (
+            Collection("reservations", "reserved", "cancelled",
+                       price=lambda b: 150 * int(b.get("nights", 1))),
         )),
         Participant("cars", (
             Collection(

@@ -106,9 +106,15 @@ def postgres() -> Iterator[str]:
 # The testing kit's pytest plugin, as users get it: by its entry point once the package is
 # installed from this pyproject; until then (an older install), loaded here.
 def _kit_plugin_registered() -> bool:
-    from importlib.metadata import entry_points
+    # Every distribution, as pytest itself looks (entry_points() keeps only the first of a
+    # name, which may be a stale sagas.egg-info beside the sources).
+    from importlib.metadata import distributions
 
-    return any(e.value == "engine._kit_pytest" for e in entry_points(group="pytest11"))
+    return any(
+        e.group == "pytest11" and e.value == "engine._kit_pytest"
+        for dist in distributions()
+        for e in dist.entry_points
+    )
 
 
 if not _kit_plugin_registered():

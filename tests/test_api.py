@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ async def api(
     worker = build_worker(dev_env.client, task_queue=settings.task_queue, sagas=ALL, store=store)
     async with worker, app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             yield Api(http, settings)
     store.close()
 
@@ -302,7 +303,7 @@ class TestReading:
         transport = httpx.ASGITransport(app=short)
         async with (
             short.router.lifespan_context(short),
-            httpx.AsyncClient(transport=transport, base_url="http://api") as http,
+            httpx.AsyncClient(transport=transport, base_url="http://localhost") as http,
             asyncio.timeout(15),
         ):
             response = await http.get(f"/sagas/{started['id']}/events", headers=AUTH)
@@ -403,6 +404,32 @@ class TestSteering:
         assert settled["steps"][0]["compensation"]["resolution"] == "refunded by hand"
         assert settled["actions"][0]["step"] == "a"
 
+    async def test_parked_sagas_are_retried_in_bulk_by_filter(self, api: Api) -> None:
+        after = datetime.now(UTC) - timedelta(seconds=1)
+        broken = [
+            await api.start("three_steps", refuse={"c"}, compensation_failures={"a": ALWAYS})
+            for _ in range(2)
+        ]
+        other = await api.start("parallel_group", refuse={"d"}, compensation_failures={"a": ALWAYS})
+        for _, saga in [*broken, other]:
+            await api.status(saga["id"], "compensation_failed")
+        for order_id, _ in [*broken, other]:
+            ledger.fix(order_id)  # the outage is over
+
+        bad = await api.post("/sagas/compensations/retry?status=completed")
+        assert_problem(bad, 422, "status")
+        query = f"type=three_steps&created_after={after.isoformat().replace('+00:00', 'Z')}"
+        retried = await api.post(f"/sagas/compensations/retry?{query}")
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["retried"] == 2
+        assert set(retried.json()["saga_ids"]) == {saga["id"] for _, saga in broken}
+        for _, saga in broken:
+            done = await api.status(saga["id"], "compensated")
+            assert [a["action"] for a in done["actions"]] == ["retry_compensations"]
+        assert (await api.get(other[1]["id"]))["status"] == "compensation_failed"
+        again = await api.post(f"/sagas/compensations/retry?{query}")
+        assert again.json()["retried"] == 0
+
     async def test_retry_on_a_healthy_saga_is_409(self, api: Api) -> None:
         _, started = await api.start("three_steps")
         await api.status(started["id"], "completed")
@@ -435,6 +462,14 @@ class TestAuth:
         waiting = [line for line in metrics.splitlines() if all(w in line for w in wanted)]
         assert waiting
         assert float(waiting[0].split()[-1]) >= 1
+        oldest = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("sagas_oldest_in_flight_seconds{")
+            and all(w in line for w in wanted[1:])
+        ]
+        assert oldest, "the age of the oldest waiting saga is exported"
+        assert float(oldest[0].split()[-1]) >= 0
         assert (await api.post(f"/sagas/{started['id']}/reject")).status_code == 200
 
     def test_production_without_keys_refuses_to_start(self) -> None:
@@ -467,7 +502,8 @@ async def test_readiness_reports_an_unreachable_database(
 
     service = SagaService(settings, SagaClient(dev_env.client), SagaStore(url), ApiMetrics())
     app = create_app(settings, service=service)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         ready = await c.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["database"].startswith("unreachable")
@@ -498,7 +534,7 @@ async def post_raw(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    headers = {**AUTH, "Content-Type": "application/json", **headers}
+    headers = {"Host": "localhost", **AUTH, "Content-Type": "application/json", **headers}
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},

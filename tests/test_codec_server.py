@@ -17,6 +17,7 @@ import httpx
 import pytest
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -66,7 +67,7 @@ async def stack(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[S
         app.router.lifespan_context(app),
     ):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             yield Stack(http, SagaClient(sealed, task_queue=settings.task_queue), dev_env.client)
     store.close()
 
@@ -94,6 +95,28 @@ class TestCodecServer:
         (payload,) = response.json()["payloads"]
         assert base64.b64decode(payload["metadata"]["encoding"]) == b"json/plain"
         assert json.loads(base64.b64decode(payload["data"]))["order_id"] == secret
+
+    async def test_a_sealed_failure_from_a_saga_history_decodes(self, stack: Stack) -> None:
+        """The UI posts a failure's encoded attributes like any payload: it gets the message
+        and stack trace of the failed attempt back."""
+        token = f"tok_{uuid.uuid4().hex}"
+        saga_id = await stack.sagas.start("card_declined", {"card_token": token})
+        assert (await stack.sagas.result(saga_id)).status is SagaStatus.COMPENSATED
+        history = await stack.raw.get_workflow_handle(saga_id).fetch_history()
+        (failure,) = [
+            e.activity_task_failed_event_attributes.failure
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+        ]
+        assert failure.message == "Encoded failure"
+        body = json_format.MessageToDict(Payloads(payloads=[failure.encoded_attributes]))
+        assert token not in json.dumps(body)
+        response = await stack.http.post("/codec/decode", json=body, headers=stack.auth())
+        assert response.status_code == 200, response.text
+        (payload,) = response.json()["payloads"]
+        opened = json.loads(base64.b64decode(payload["data"]))
+        assert opened["message"] == f"card {token} declined for order o-1"
+        assert "in check_card" in opened["stack_trace"]
 
     async def test_encode_then_decode_gives_the_payload_back(self, stack: Stack) -> None:
         plain = {"metadata": {"encoding": base64.b64encode(b"json/plain").decode()},

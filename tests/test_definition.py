@@ -97,6 +97,23 @@ class TestDefinitionChecks:
         with pytest.raises(SagaDefinitionError, match="start_to_close must be positive"):
             saga(Step(a, start_to_close=timedelta(0)))
 
+        with pytest.raises(SagaDefinitionError, match="outage_patience must be positive"):
+            saga(Step(a, outage_patience=timedelta(0)))
+        with pytest.raises(SagaDefinitionError, match="saga 't': outage_patience must be"):
+            Saga("t", input=Order, steps=[Step(a)], outage_patience=timedelta(seconds=-1))
+
+    def test_fallbacks_and_optional_steps(self) -> None:
+        with pytest.raises(SagaDefinitionError, match=r"step 'a': the fallback of a comp"):
+            saga(Step(a, compensate=undo_a, fallback=b))
+        with pytest.raises(SagaDefinitionError, match=r"step 'a': fallback_compensate= needs"):
+            saga(Step(a, fallback_compensate=undo_b))
+        with pytest.raises(SagaDefinitionError, match=r"step 'a': a pivot or retriable step"):
+            saga(Step(a, pivot=True, optional=True))
+        with pytest.raises(SagaDefinitionError, match=r"step 'a': fallback: "):
+            saga(Step(a, fallback=lambda x: x))
+        degrading = saga(Step(a, compensate=undo_a, fallback=b, fallback_compensate=undo_b))
+        assert len(degrading.activities) == 4  # the worker registers the fallback's too
+
 
 class TestWellFormedDefinitions:
     """A valid definition exposes its steps, kinds and activities."""

@@ -373,6 +373,71 @@ class TestImage:
         ]
 
 
+PROMETHEUS = DEPLOY / "prometheus"
+# Sources where the metrics that alerts may read are defined (API, engine, worker).
+METRIC_SOURCES = [*(ROOT / "engine").glob("*.py"), *(ROOT / "api").glob("*.py")]
+
+
+def alert_problems(rules: dict[str, Any], operations: str, defined: str) -> list[str]:
+    """Each alert reads metrics the code exports and names a runbook section that exists."""
+    problems = []
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", operations, flags=re.M)
+    }
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            name = rule.get("alert", "?")
+            if not {"alert", "expr", "for", "labels", "annotations"} <= set(rule):
+                problems.append(f"{name} lacks a field")
+                continue
+            if rule["labels"].get("severity") not in {"page", "ticket"}:
+                problems.append(f"{name} has no severity")
+            runbook = rule["annotations"].get("runbook", "")
+            doc, _, anchor = runbook.partition("#")
+            if doc != "docs/operations.md" or anchor not in anchors:
+                problems.append(f"{name}'s runbook {runbook!r} is not a section of operations.md")
+            for metric in re.findall(r"\b(sagas?_[a-z_]+)\b", rule["expr"]):
+                base = re.sub(r"_(count|sum|bucket|total)$", "", metric)
+                if f'"{base}"' not in defined and f'"{metric}"' not in defined:
+                    problems.append(f"{name} reads {metric}, which nothing exports")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def rules() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    return loaded
+
+
+class TestAlerts:
+    """deploy/prometheus: the rules Prometheus loads, each with a runbook entry."""
+
+    def test_every_alert_reads_real_metrics_and_has_a_runbook(self, rules: dict[str, Any]) -> None:
+        operations = (ROOT / "docs" / "operations.md").read_text()
+        defined = "".join(path.read_text() for path in METRIC_SOURCES)
+        assert alert_problems(rules, operations, defined) == []
+        names = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+        assert {"SagaParked", "SagaCircuitOpen", "SagaStuckRunning"} <= names
+
+    def test_a_misnamed_metric_or_runbook_is_caught(self, rules: dict[str, Any]) -> None:
+        broken = yaml.safe_load(yaml.safe_dump(rules))
+        broken["groups"][0]["rules"][0]["expr"] = "sagas_parked_total > 0"
+        broken["groups"][0]["rules"][1]["annotations"]["runbook"] = "docs/operations.md#nowhere"
+        operations = (ROOT / "docs" / "operations.md").read_text()
+        defined = "".join(path.read_text() for path in METRIC_SOURCES)
+        assert len(alert_problems(broken, operations, defined)) == 2
+
+    def test_compose_runs_prometheus_with_the_rules(self, compose: dict[str, Any]) -> None:
+        config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+        assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+        targets = {t for job in config["scrape_configs"] for c in job["static_configs"]
+                   for t in c["targets"]}  # fmt: skip
+        assert targets == {"api:8000", "worker:9464"}
+        prometheus = compose["services"]["prometheus"]
+        assert "./prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+
+
 def test_docs_name_the_real_span_attributes() -> None:
     """docs/observability.md explains the attributes the engine really sets."""
     doc = (ROOT / "docs" / "observability.md").read_text()

@@ -9,11 +9,13 @@ import uuid
 import pytest
 from pydantic import ValidationError
 from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 from temporalio.testing import WorkflowEnvironment
 
-from engine import SagaClient, SagaStatus
+from engine import SagaClient, SagaStatus, StepStatus
 from engine._codec import ENCODING, EncryptionCodec
 from engine._errors import EncryptionKeyError
 from engine.config import Settings
@@ -59,6 +61,8 @@ class TestSettingsConverter:
         converter = Settings(encryption_key=key).data_converter()
         assert isinstance(converter.payload_codec, EncryptionCodec)
         assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
+        # Failures' messages and stack traces go into a payload, which the codec seals.
+        assert converter.failure_converter_class is DefaultFailureConverterWithEncodedAttributes
 
 
 class TestProductionSettings:
@@ -92,7 +96,7 @@ class TestProductionSettings:
     def test_safe_values_load(self) -> None:
         settings = Settings(
             environment="production",
-            api_keys=["ops:0123456789abcdef"],
+            api_keys=["ops:" + "0123456789abcdef" * 2],
             encryption_key=new_key(),
             database_url="postgresql://sagas@db/sagas",
         )
@@ -121,3 +125,44 @@ async def test_temporal_stores_only_sealed_payloads(dev_env: WorkflowEnvironment
     assert secret not in raw
     started = history.events[0].workflow_execution_started_event_attributes
     assert started.input.payloads[0].metadata["encoding"] == ENCODING
+
+
+@pytest.mark.temporal
+async def test_temporal_stores_failure_messages_and_stack_traces_sealed(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    """A participant echoes the card token in its refusal: Temporal's history holds neither
+    that message nor the stack trace in clear, and the saga still shows the error, masked."""
+    address = dev_env.client.service_client.config.target_host
+    client = await Client.connect(
+        address, data_converter=Settings(encryption_key=new_key()).data_converter()
+    )
+    task_queue = f"tq-{uuid.uuid4()}"
+    token = f"tok_secret_{uuid.uuid4().hex}"
+    order_id = f"o-{uuid.uuid4().hex}"
+    async with build_worker(client, task_queue=task_queue, sagas=ALL):
+        sagas = SagaClient(client, task_queue=task_queue)
+        saga_id = await sagas.start("card_declined", {"order_id": order_id, "card_token": token})
+        state = await sagas.result(saga_id)
+    assert state.status is SagaStatus.COMPENSATED
+    step = state.step("check_card")
+    assert step.status is StepStatus.FAILED
+    # The engine reads the failure back as it was raised, masked as before.
+    assert step.error == f"Declined: card [redacted] declined for order {order_id}"
+    assert state.error is not None
+    assert order_id in state.error
+    assert token not in state.error
+
+    history = await dev_env.client.get_workflow_handle(saga_id).fetch_history()
+    failed = [
+        e.activity_task_failed_event_attributes.failure
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+    ]
+    assert failed, "the refused attempt is in the history"
+    for failure in failed:
+        assert (failure.message, failure.stack_trace) == ("Encoded failure", "")
+        assert failure.encoded_attributes.metadata["encoding"] == ENCODING
+    raw = history.to_json()
+    for clear in (token, order_id, "declined for order", "in check_card", 'File "'):
+        assert clear not in raw, clear

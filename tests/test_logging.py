@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from engine import RetryPolicy, Saga, SagaClient, SagaStatus, Step, step_info
+from engine._logging import redact_value
 from engine.telemetry import configure_logging
 from engine.worker import build_worker
 
@@ -94,6 +95,32 @@ class TestPipeline:
         assert first["card_token"] == "[redacted]"
         assert first["payment"]["card_number"] == "[redacted]"
         assert (second["amount"], second["company"]) == (12, "Acme")  # not secrets
+
+    def test_secrets_are_masked_however_deep(self, lines: io.StringIO) -> None:
+        """No depth past which a secret goes through (there was one: 7 levels)."""
+        for depth in (8, 50):
+            structlog.get_logger("sagas.test").info("deep", payload=nested(depth))
+        assert "tok_deep" not in lines.getvalue()
+        # Deeper than Python's recursion limit (no JSON renderer goes there; the walk does).
+        bottom = redact_value(nested(5000))
+        for _ in range(5000):
+            bottom = bottom["level"][0]
+        assert bottom == {"card_token": "[redacted]", "note": "paid with [redacted]"}
+
+    def test_a_structure_that_contains_itself_is_masked_where_it_loops(self) -> None:
+        loop: dict[str, Any] = {"card": "4242 4242 4242 4242", "note": "tok_visa"}
+        loop["self"] = loop
+        masked = redact_value(loop)
+        assert (masked["card"], masked["note"]) == ("[redacted]", "[redacted]")
+        assert masked["self"] == "[redacted]"
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """A card token ``depth`` levels down, by key and in text."""
+    value: dict[str, Any] = {"card_token": "tok_deep", "note": "paid with tok_deep"}
+    for _ in range(depth):
+        value = {"level": [value]}
+    return value
 
 
 class Item(BaseModel):

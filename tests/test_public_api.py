@@ -14,17 +14,19 @@ from engine._step_info import activity_id_for, idempotency_key_for
 
 EXPORTED = {
     "DEFAULT_TASK_QUEUE", "Approval", "Compensation", "CompensationState", "CompensationStatus",
-    "Decision", "ImperativeSaga", "InvalidSagaInput", "Parallel", "Results", "RetryPolicy",
+    "Decision", "ImperativeSaga", "InvalidSagaInput", "Parallel", "ParticipantWait", "Results",
+    "RetryPolicy",
     "Saga", "SagaAlreadyExists", "SagaClient", "SagaConflict", "SagaDefinition",
     "SagaDefinitionError", "SagaError", "SagaNotFound", "SagaRun", "SagaState", "SagaStatus",
     "SagaSummary", "Step", "StepFailed", "StepInfo", "StepKind", "StepState", "StepStatus",
-    "TemporalUnavailable", "UnknownSagaType", "connect", "idempotency_key", "step_info",
+    "TemporalUnavailable", "UnknownSagaType", "connect", "idempotency_key", "participant",
+    "step_info",
 }  # fmt: skip
 
 # Running sagas is a tier of its own, as temporalio.worker is.
 WORKER_EXPORTED = {
-    "activity_name", "build_replayer", "build_worker", "get_definition", "idempotency_key_for",
-    "load_modules", "registered", "saga_activities",
+    "OutagePolicy", "activity_name", "build_replayer", "build_worker", "get_definition",
+    "idempotency_key_for", "load_modules", "outage_policy", "registered", "saga_activities",
 }  # fmt: skip
 
 # Testing sagas is a tier of its own too (engine.testing, with its pytest plugin).
@@ -78,7 +80,7 @@ class TestFacade:
         ]  # fmt: skip
         assert [s.value for s in engine.StepStatus] == [
             "pending", "running", "succeeded", "failed", "skipped", "compensating",
-            "compensated", "compensation_failed", "resolved",
+            "compensated", "compensation_failed", "resolved", "failed_optional",
         ]  # fmt: skip
 
     def test_errors_carry_http_statuses(self) -> None:

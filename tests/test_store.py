@@ -8,6 +8,7 @@ the reconciler repairs what a lost worker never wrote.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -20,17 +21,21 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, insert
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from engine import SagaClient, SagaState, SagaStatus, StepState, StepStatus
+from engine._migrate import upgrade
 from engine._store import with_driver
-from engine._store_tables import TABLES
-from engine.store import InvalidCursor, KeyConflict, Projector, SagaStore
+from engine._store_tables import OPERATOR_ACTIONS, SAGAS, STEPS, TABLES
+from engine.config import Settings
+from engine.store import InvalidCursor, KeyConflict, Projector, SagaStore, read_from_temporal
 from engine.worker import build_worker
 from tests.support import ledger
 from tests.support.postgres import create_database
 from tests.support.sagas import ALL
+from tests.test_encryption import new_key
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -145,6 +150,19 @@ class TestIdempotencyKeys:
         assert claim(store, "s-9", key="k3") == ("s-9", True)
 
 
+class TestInFlight:
+    def test_the_oldest_saga_of_each_status_gives_the_age_alerts_watch(
+        self, store: SagaStore
+    ) -> None:
+        long_ago = datetime(2026, 1, 1, tzinfo=UTC)
+        for saga_id, at in [("old", long_ago), ("new", datetime.now(UTC)), ("done", long_ago)]:
+            store.claim(saga_id=saga_id, saga_type="t", input={}, key=None, fingerprint="f",
+                        trace_id=None, created_at=at)  # fmt: skip
+        store.apply([(state("done", SagaStatus.COMPLETED), 2)])
+        assert store.in_flight() == {("t", "running"): 2}
+        assert store.oldest_in_flight() == {("t", "running"): long_ago}
+
+
 class TestSnapshots:
     def test_a_newer_snapshot_wins_and_an_older_one_is_ignored(self, store: SagaStore) -> None:
         claim(store, "s-1")
@@ -232,6 +250,141 @@ class TestSnapshots:
         assert stored.state.input == {"n": 1}
         assert stored.state.steps == []
         assert (stored.trace_id, stored.created_at) == ("ab" * 16, at)
+
+
+def kept(store: SagaStore) -> str:
+    """Everything the store's database holds, as it holds it: the SQLite file's bytes (and
+    its write-ahead log's), or every row of PostgreSQL's tables as text."""
+    if store.engine.dialect.name == "sqlite":
+        path = Path(str(store.engine.url.database))
+        files = [path, path.with_name(path.name + "-wal")]
+        return b"".join(f.read_bytes() for f in files if f.exists()).decode("latin-1")
+    with store.engine.connect() as conn:
+        return "\n".join(
+            text
+            for table in TABLES
+            for text in conn.exec_driver_sql(f"SELECT t::text FROM {table.name} t").scalars()
+        )
+
+
+class TestMasking:
+    """Card data in a saga's input, outputs, errors and reasons never reaches the database."""
+
+    TOKEN = "tok_live_5f3c9a"
+    NUMBER = "4111 1111 1111 1111"
+
+    def test_card_data_is_masked_in_what_the_store_keeps(self, store: SagaStore) -> None:
+        token, number = self.TOKEN, self.NUMBER
+        trip = {"customer_email": "ada@example.com", "payment": {"card_token": token},
+                "note": f"paid with {number}", "deep": nested_card(30, token)}  # fmt: skip
+        store.claim(saga_id="trip-1234567890123456", saga_type="trip", input=trip, key="k",
+                    fingerprint="f", trace_id=None)  # fmt: skip
+        assert token in json_text(trip)  # the caller's own input is left as it was
+        charge = StepState(
+            name="charge_payment",
+            kind="compensatable",
+            status=StepStatus.COMPENSATED,
+            attempts=3,
+            error=f"payments refused (402): card {token} declined",
+            idempotency_key="trip-1234567890123456/charge_payment",
+            output={"key": "c-1", "card_token": token, "receipt": f"charged {number}"},
+            approval={"approved": True, "by": "ops", "comment": f"card {number} checked"},
+            compensation={
+                "status": "resolved",
+                "error": f"refund of {token} failed",
+                "resolution": f"refunded {number} by hand",
+            },
+        )
+        snapshot = state(
+            "trip-1234567890123456",
+            SagaStatus.COMPENSATED,
+            input=trip,
+            result={"charge_payment": {"card": token}},
+            error=f"charge_payment: card {token} declined",
+            cancel_reason=f"customer's card {number} stolen",
+            steps=[charge],
+        )
+        assert store.apply([(snapshot, 5)]) == 1
+        store.record_action("trip-1234567890123456", "resolve", reason=f"refunded {number}")
+
+        held = kept(store)
+        for secret in (token, number, number.replace(" ", "")):
+            assert secret not in held
+        stored = store.get("trip-1234567890123456")
+        assert stored is not None
+        saga = stored.state
+        # What is not card data is kept: ids, names, e-mail, the text around a masked token.
+        assert saga.id == "trip-1234567890123456"
+        assert saga.input["payment"] == {"card_token": "[redacted]"}
+        assert saga.input["customer_email"] == "ada@example.com"
+        assert saga.input["note"] == "paid with [redacted]"
+        assert saga.result == {"charge_payment": {"card": "[redacted]"}}
+        assert saga.error == "charge_payment: card [redacted] declined"
+        step = saga.step("charge_payment")
+        assert step.output == {"key": "c-1", "card_token": "[redacted]",
+                               "receipt": "charged [redacted]"}  # fmt: skip
+        assert step.error == "payments refused (402): card [redacted] declined"
+        assert step.idempotency_key == "trip-1234567890123456/charge_payment"
+        assert step.compensation is not None
+        assert step.compensation.resolution == "refunded [redacted] by hand"
+        (action,) = store.actions("trip-1234567890123456")
+        assert action.reason == "refunded [redacted]"
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_migration_masks_what_was_kept_before(
+    database: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Rows written before masking existed: a finished saga is never written again."""
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    else:
+        url = create_database(request.getfixturevalue("postgres"), f"old_{uuid.uuid4().hex}")
+    store = SagaStore(url)
+    try:
+        masks_what_was_kept_before(store)
+    finally:
+        store.close()
+
+
+def masks_what_was_kept_before(store: SagaStore) -> None:
+    upgrade(store.engine, "0001")
+    token, at = "tok_from_2025", datetime(2025, 1, 1, tzinfo=UTC)
+    with store.engine.begin() as conn:  # as the store wrote them then
+        conn.execute(insert(SAGAS), [
+            {"id": f"old-{n}", "type": "trip", "status": "completed", "revision": 9,
+             "input": {"payment": {"card_token": token}, "n": n}, "result": {"charge": token},
+             "error": None, "cancel_reason": f"lost {token}", "awaiting_approval": [],
+             "past_pivot": True, "trace_id": None, "created_at": at, "updated_at": at}
+            for n in range(3)
+        ])  # fmt: skip
+        conn.execute(insert(STEPS), [
+            {"saga_id": "old-1", "position": 0, "name": "charge",
+             "state": step("old-1", "charge").model_dump(mode="json")
+             | {"output": {"card": token}, "error": f"card {token} declined"}},
+        ])  # fmt: skip
+        conn.execute(insert(OPERATOR_ACTIONS), [
+            {"saga_id": "old-1", "action": "resolve", "reason": f"refunded {token}", "at": at}
+        ])  # fmt: skip
+    assert token in kept(store)
+    store.migrate()
+    assert token not in kept(store)
+    stored = store.get("old-1")
+    assert stored is not None
+    assert stored.state.input == {"payment": {"card_token": "[redacted]"}, "n": 1}
+    assert stored.state.step("charge").error == "card [redacted] declined"
+    assert stored.state.cancel_reason == "lost [redacted]"
+
+
+def nested_card(depth: int, token: str) -> dict[str, Any]:
+    value: dict[str, Any] = {"card_token": token}
+    for _ in range(depth):
+        value = {"inner": value}
+    return value
+
+
+def json_text(value: Any) -> str:
+    return json.dumps(value)
 
 
 class TestListing:
@@ -345,3 +498,26 @@ class TestProjection:
         assert stored.state.status is SagaStatus.COMPLETED
         assert stored.revision > 0
         store.close()
+
+    async def test_the_reconciler_reads_a_sealed_failure_message(
+        self, dev_env: WorkflowEnvironment
+    ) -> None:
+        """With encryption on, history holds "Encoded failure": the reconciler opens it."""
+        sealed = await Client.connect(
+            dev_env.client.service_client.config.target_host,
+            data_converter=Settings(encryption_key=new_key()).data_converter(),
+        )
+        task_queue = f"tq-{uuid.uuid4()}"
+        saga_id = f"bad-{uuid.uuid4().hex[:8]}"
+        async with build_worker(sealed, task_queue=task_queue, sagas=ALL):
+            # Past the client's validation, as an old client or another SDK could start it.
+            handle = await sealed.start_workflow(
+                "three_steps", {"amount": "many"}, id=saga_id, task_queue=task_queue
+            )
+            with pytest.raises(WorkflowFailureError):
+                await handle.result()
+        found = await read_from_temporal(sealed, saga_id)
+        assert found is not None
+        assert found[0].status is SagaStatus.FAILED
+        assert found[0].error is not None
+        assert found[0].error.startswith("invalid input for saga 'three_steps'")

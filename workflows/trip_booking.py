@@ -1,14 +1,18 @@
 """Trip booking: flight, hotel and (when asked for) car in parallel, then the payment (after an
 approval when the trip costs more than the configured amount), then the itinerary.
 
-Test inputs (DESIGN.md): ``hotel.hotel_id`` "sold-out" or "slow", ``car.car_class``
-"unavailable", ``payment.card_token`` "tok_declined" or "tok_flaky", ``flight.flight_number``
-"CANCEL-FAILS".
+Graceful degradation: when the hotel's own system is down for good, a broker books the room
+(the step's fallback); a car is optional, so a trip goes on without one when the rental fails.
+
+Test inputs (DESIGN.md): ``hotel.hotel_id`` "sold-out", "slow" or "unreachable" (the broker
+serves), ``car.car_class`` "unavailable" (the trip goes on without a car),
+``payment.card_token`` "tok_declined" or "tok_flaky", ``flight.flight_number`` "CANCEL-FAILS".
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,7 +25,7 @@ from activities.models import (
     Message,
     PaymentDetails,
 )
-from engine import Approval, Parallel, Results, Saga, Step
+from engine import Approval, Parallel, Results, RetryPolicy, Saga, Step
 
 
 class TripRequest(BaseModel):
@@ -48,6 +52,7 @@ class TripRequest(BaseModel):
 
 
 def _prices(trip: TripRequest, done: Results) -> pricing.TripPrices:
+    # No car when none was asked for, or when the optional car step failed.
     return pricing.TripPrices(
         flight=done["reserve_flight"], hotel=done["reserve_hotel"], car=done.get("reserve_car")
     )
@@ -58,7 +63,7 @@ def _charge(trip: TripRequest, done: Results) -> ChargeRequest:
 
 
 def _itinerary(trip: TripRequest, done: Results) -> Message:
-    car = f", car {trip.car.car_class}" if trip.car else ""
+    car = f", car {trip.car.car_class}" if trip.car and "reserve_car" in done else ""
     return Message(
         to=trip.customer_email,
         subject="Your trip",
@@ -68,11 +73,24 @@ def _itinerary(trip: TripRequest, done: Results) -> Message:
     )
 
 
-trip_booking = Saga(
-    "trip_booking",
-    input=TripRequest,
-    description="Reserve flight, hotel and car, charge the card, send the itinerary.",
-    steps=[
+_HOTEL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=4
+)
+
+
+def _stages(*, degrade: bool) -> list[Step | Parallel]:
+    """The trip's steps; ``degrade``: with the hotel's fallback and an optional car."""
+    hotel: dict[str, Any] = {}
+    car: dict[str, Any] = {}
+    if degrade:
+        # When the hotel's system stays down, the broker books the room: after fewer
+        # attempts, and a shorter wait on an open circuit (a minute rides out a short
+        # outage), than a step without a way out.
+        hotel = dict(retry=_HOTEL_RETRY, outage_patience=timedelta(minutes=1),
+                     fallback=hotels.reserve_via_broker,
+                     fallback_compensate=hotels.cancel_via_broker)  # fmt: skip
+        car = dict(optional=True)
+    return [
         Parallel(
             Step(flights.reserve, compensate=flights.cancel, input=lambda t: t.flight),
             Step(
@@ -82,12 +100,14 @@ trip_booking = Saga(
                 # The "slow" hotel answers in 20 s: heartbeats prove the call is alive.
                 start_to_close=timedelta(seconds=90),
                 heartbeat=timedelta(seconds=5),
+                **hotel,
             ),
             Step(
                 cars.reserve,
                 compensate=cars.cancel,
                 input=lambda t: t.car,
                 when=lambda t: t.car is not None,
+                **car,
             ),
         ),
         Step(pricing.price_trip, input=_prices),
@@ -100,5 +120,20 @@ trip_booking = Saga(
             ),
         ),
         Step(notifications.send_itinerary, retriable=True, input=_itinerary),
-    ],
+    ]
+
+
+_DESCRIPTION = "Reserve flight, hotel and car, charge the card, send the itinerary."
+
+#: As it was before the fallback and the optional car: registered until the trips started on
+#: it have finished (docs/operations.md, "Upgrading saga definitions safely").
+trip_booking_v1 = Saga(
+    "trip_booking", input=TripRequest, description=_DESCRIPTION, steps=_stages(degrade=False)
+)
+trip_booking = Saga(
+    "trip_booking",
+    version=2,
+    input=TripRequest,
+    description=_DESCRIPTION,
+    steps=_stages(degrade=True),
 )

@@ -21,7 +21,7 @@ from api.deps import (
     ServiceDep,
     StepName,
 )
-from api.models import CancelBody, ResolveBody, SagaPage, SagaPublic
+from api.models import BulkRetryPublic, CancelBody, ResolveBody, SagaPage, SagaPublic
 from api.service import Action
 
 router = APIRouter(tags=["sagas"])
@@ -42,7 +42,7 @@ async def start_saga(
     key: IdempotencyKey = None,
 ) -> SagaPublic:
     """Start a saga (the body is its input); a repeated Idempotency-Key gives the same saga."""
-    saga, created = await service.start(saga_type, body, key=key)
+    saga, created = await service.start(saga_type, body, key=key, by=caller)
     if not created:
         response.status_code = 200
     return saga
@@ -87,6 +87,14 @@ async def reject_saga(
     return await service.steer(saga_id, Action.REJECT, by=caller, reason=comment)
 
 
+@router.post("/sagas/compensations/retry", response_model=BulkRetryPublic)
+async def retry_parked_sagas(
+    query: SagaQuery, service: ServiceDep, caller: Caller
+) -> BulkRetryPublic:
+    """Retry every parked (``compensation_failed``) saga matching the list's filters."""
+    return await service.retry_parked(query, by=caller)
+
+
 @router.post("/sagas/{saga_id}/compensations/retry", response_model=SagaPublic)
 async def retry_compensations(saga_id: SagaId, service: ServiceDep, caller: Caller) -> SagaPublic:
     """Retry the failed compensations of a ``compensation_failed`` saga (else 409)."""
@@ -101,10 +109,12 @@ async def resolve_step(
     return await service.steer(saga_id, Action.RESOLVE, by=caller, step=step, reason=body.reason)
 
 
-async def _known_saga(saga_id: SagaId, service: ServiceDep) -> str:
-    """The saga's id once it is known to exist: a 404 comes before the stream starts."""
-    await service.load(saga_id)
-    return saga_id
+async def _known_saga(saga_id: SagaId, service: ServiceDep, caller: Caller) -> AsyncIterator[str]:
+    """The saga's id once it is known to exist and the stream has its place (api.streams):
+    a 404 or a 429 comes before the stream starts; the place is freed when it ends."""
+    with service.streams.admit(caller):
+        await service.load(saga_id)
+        yield saga_id
 
 
 @router.get(
@@ -113,7 +123,11 @@ async def _known_saga(saga_id: SagaId, service: ServiceDep) -> str:
     responses={200: {"description": "`event: saga` with the saga resource, at each change"}},
 )
 async def saga_events(
-    saga_id: Annotated[str, Depends(_known_saga)], service: ServiceDep, caller: Caller
+    # scope="request": the place is held until the response has been sent, not until the
+    # route function returns the stream.
+    saga_id: Annotated[str, Depends(_known_saga, scope="request")],
+    service: ServiceDep,
+    caller: Caller,
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events: the saga resource each time it changes, until the saga ends.
 
@@ -121,6 +135,5 @@ async def saga_events(
     (``: ping``) every 15 s so that proxies keep the connection open.
     """
     async with contextlib.aclosing(service.watch(saga_id)) as changes:
-        async for saga in changes:  # None: a look that saw no change
-            if saga is not None:
-                yield ServerSentEvent(event="saga", data=saga)
+        async for saga in changes:
+            yield ServerSentEvent(event="saga", data=saga)

@@ -4,6 +4,7 @@ CREATE USER sagas WITH PASSWORD 'sagas';
 CREATE DATABASE sagas OWNER sagas;
 CREATE DATABASE flights OWNER sagas;
 CREATE DATABASE hotels OWNER sagas;
+CREATE DATABASE hotel_broker OWNER sagas;
 CREATE DATABASE cars OWNER sagas;
 CREATE DATABASE payments OWNER sagas;
 CREATE DATABASE inventory OWNER sagas;

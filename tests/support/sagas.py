@@ -21,6 +21,7 @@ from engine import (
     Parallel,
     RetryPolicy,
     Saga,
+    SagaDefinition,
     SagaRun,
     Step,
     StepFailed,
@@ -207,7 +208,30 @@ branching = ImperativeSaga(
     activities=[a, undo_a, b, undo_b, c, undo_c, d, p1],
 )
 
-ALL = [
+
+class Payment(BaseModel):
+    order_id: str = Field(default="o-1", examples=["o-1"])
+    card_token: str = Field(default="tok_visa", max_length=100, examples=["tok_visa"])
+
+
+@activity.defn(name="check_card")
+async def check_card(payment: Payment) -> Receipt:
+    """A participant that echoes what it was given in its refusal (some do): the card token is
+    in the error's message, and the activity's code path in its stack trace."""
+    raise ApplicationError(
+        f"card {payment.card_token} declined for order {payment.order_id}",
+        type="Declined",
+        non_retryable=True,
+    )
+
+
+card_declined = Saga(
+    "card_declined",
+    input=Payment,
+    steps=[fast(a, undo_a, input=lambda p: Order(order_id=p.order_id)), fast(check_card)],
+)
+
+ALL: list[SagaDefinition[Any]] = [
     three_steps,
     parallel_group,
     timed_out_step,
@@ -218,4 +242,5 @@ ALL = [
     conditional,
     crash_safe,
     branching,
+    card_declined,
 ]

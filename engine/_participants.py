@@ -1,0 +1,268 @@
+"""Participants: which service each activity calls, and the worker's guard in front of them.
+
+An activity names its participant with :func:`participant` (every saga using it agrees), or a
+step does with ``Step(..., participant="payments")``. The worker installs a
+:class:`ParticipantGuard`, a Temporal activity interceptor that keeps, per participant:
+
+* a circuit breaker (``engine._breaker``): while it is open, a call is refused at once with an
+  ``ApplicationError`` of type ``CircuitOpen`` whose details say which participant and for how
+  long (``{"participant", "retry_after", "until"}``);
+* a bulkhead: at most ``max_concurrent`` calls at a time; one more is refused at once with
+  type ``BulkheadFull`` (same details), so that it gives its activity slot back instead of
+  holding it while it waits. A slow participant can then never take every slot.
+
+The saga's attempt loop recognises both refusals (:func:`participant_refusal`): it waits on a
+durable timer and tries again, without spending the step's retry budget.
+
+Breaker transitions are logged (``circuit opened`` / ``half_open`` / ``closed``) and set the
+``sagas_circuit_state{participant}`` gauge (0 closed, 1 half-open, 2 open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import structlog
+from temporalio import activity
+from temporalio.common import MetricGauge, MetricMeter
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+)
+
+from engine._breaker import Breaker, CircuitState, Transition
+from engine._errors import SagaDefinitionError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CIRCUIT_OPEN = "CircuitOpen"
+BULKHEAD_FULL = "BulkheadFull"
+_ATTRIBUTE = "__saga_participant__"
+
+logger = structlog.get_logger("engine.participants")
+
+
+def participant(name: str) -> Callable[[F], F]:
+    """Declare the participant an activity calls, for its breaker and bulkhead::
+
+    @participant("payments")
+    @activity.defn(name="charge_payment")
+    async def charge(request: ChargeRequest) -> Receipt: ...
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError("a participant needs a name")
+
+    def mark(fn: F) -> F:
+        setattr(fn, _ATTRIBUTE, name)
+        return fn
+
+    return mark
+
+
+def declared_participant(fn: Callable[..., Any] | None) -> str | None:
+    """The participant ``fn`` declares with :func:`participant`, if any."""
+    return getattr(fn, _ATTRIBUTE, None) if fn is not None else None
+
+
+@dataclass(frozen=True)
+class OutagePolicy:
+    """How a worker protects itself and the sagas from a participant that is down or slow.
+
+    ``max_concurrent`` calls per participant (the bulkhead); ``failure_threshold``
+    consecutive transient failures open the breaker for ``cooldown``; a call refused by a
+    full bulkhead is retried after ``bulkhead_retry``.
+    """
+
+    failure_threshold: int = 5
+    cooldown: timedelta = timedelta(seconds=10)
+    max_concurrent: int = 50
+    bulkhead_retry: timedelta = timedelta(seconds=1)
+
+    def __post_init__(self) -> None:
+        if self.failure_threshold < 1 or self.max_concurrent < 1:
+            raise ValueError("failure_threshold and max_concurrent must be at least 1")
+        if self.cooldown <= timedelta(0) or self.bulkhead_retry <= timedelta(0):
+            raise ValueError("cooldown and bulkhead_retry must be positive")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A call refused by the worker's guard, as the saga workflow reads it."""
+
+    participant: str
+    kind: str  # "circuit_open" or "bulkhead_full"
+    retry_after: timedelta
+
+
+def participant_refusal(exc: ActivityError) -> Refusal | None:
+    """The guard's refusal behind a failed attempt, or None if the participant was called."""
+    cause = exc.cause
+    if not isinstance(cause, ApplicationError) or cause.type not in (CIRCUIT_OPEN, BULKHEAD_FULL):
+        return None
+    details = cause.details[0] if cause.details else {}
+    if not isinstance(details, dict):
+        return None
+    kind = "circuit_open" if cause.type == CIRCUIT_OPEN else "bulkhead_full"
+    seconds = max(float(details.get("retry_after", 1.0)), 0.001)
+    return Refusal(str(details.get("participant", "?")), kind, timedelta(seconds=seconds))
+
+
+class ParticipantGuard(Interceptor):
+    """The breakers and bulkheads of one worker (see the module's docstring)."""
+
+    def __init__(
+        self,
+        participants: Mapping[str, str],
+        policy: OutagePolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        meter: MetricMeter | None = None,
+    ) -> None:
+        self.participants = dict(participants)  # activity name -> participant
+        self.policy = policy
+        self._clock = clock
+        self._breakers: dict[str, Breaker] = {}
+        self._in_flight: dict[str, int] = {}
+        # The worker's runtime meter, not the activity's: one series per participant, without
+        # the activity type and task queue that an activity's meter would add.
+        self._state_gauge = (meter or MetricMeter.noop).create_gauge(
+            "sagas_circuit_state",
+            "State of each participant's circuit breaker in this worker: 0 closed, "
+            "1 half-open, 2 open.",
+        )
+        self._gauges: dict[str, MetricGauge] = {}
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Inbound(next, self)
+
+    def breaker(self, name: str) -> Breaker:
+        found = self._breakers.get(name)
+        if found is None:
+            found = self._breakers[name] = Breaker(
+                name,
+                threshold=self.policy.failure_threshold,
+                cooldown=self.policy.cooldown.total_seconds(),
+            )
+            self._gauge(name, found.state)
+        return found
+
+    def _gauge(self, name: str, state: CircuitState) -> None:
+        gauge = self._gauges.get(name)
+        if gauge is None:
+            gauge = self._gauges[name] = self._state_gauge.with_additional_attributes(
+                {"participant": name}
+            )
+        gauge.set(state.gauge)
+
+    def in_flight(self, name: str) -> int:
+        return self._in_flight.get(name, 0)
+
+    async def call(self, name: str, run: Callable[[], Any]) -> Any:
+        """Run one call to participant ``name`` through its bulkhead and breaker."""
+        if self.in_flight(name) >= self.policy.max_concurrent:
+            raise _refused(BULKHEAD_FULL, name, self.policy.bulkhead_retry.total_seconds(),
+                           f"{name} has {self.policy.max_concurrent} calls running")  # fmt: skip
+        breaker = self.breaker(name)
+        now = self._clock()
+        retry_at, transition = breaker.admit(now)
+        self._note(transition)
+        if retry_at is not None:
+            raise _refused(CIRCUIT_OPEN, name, retry_at - now, f"circuit open for {name}")
+        self._in_flight[name] = self.in_flight(name) + 1
+        try:
+            result = await run()
+        except asyncio.CancelledError:
+            breaker.released()
+            raise
+        except ApplicationError as exc:
+            # A business refusal is an answer: the participant is up.
+            self._note(breaker.succeeded() if exc.non_retryable else breaker.failed(self._clock()))
+            raise
+        except Exception:
+            self._note(breaker.failed(self._clock()))
+            raise
+        finally:
+            self._in_flight[name] -= 1
+        self._note(breaker.succeeded())
+        return result
+
+    def _note(self, transition: Transition | None) -> None:
+        if transition is None:
+            return
+        breaker = self.breaker(transition.participant)
+        fields: dict[str, Any] = {
+            "participant": transition.participant,
+            "from_state": transition.old.value,
+            "failures": transition.failures,
+        }
+        if transition.new is CircuitState.OPEN:
+            fields["retry_after_seconds"] = breaker.cooldown
+        logger.warning(f"circuit {transition.new.value}", **fields)
+        self._gauge(transition.participant, transition.new)
+
+
+def _refused(kind: str, name: str, retry_after: float, message: str) -> ApplicationError:
+    retry_after = max(retry_after, 0.001)
+    until = datetime.now(UTC) + timedelta(seconds=retry_after)
+    return ApplicationError(
+        f"{message}; try again after {until.isoformat(timespec='seconds')}",
+        {"participant": name, "retry_after": retry_after, "until": until.isoformat()},
+        type=kind,
+        # Outside the engine's loop (a plain Temporal retry policy) this still means "later".
+        next_retry_delay=timedelta(seconds=retry_after),
+    )
+
+
+class _Inbound(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, guard: ParticipantGuard) -> None:
+        super().__init__(next)
+        self._guard = guard
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        name = self._guard.participants.get(activity.info().activity_type)
+        # Synchronous activities run their interceptors in a thread, where this coroutine
+        # could not run: they are not guarded (the shipped activities are all async).
+        if name is None or not inspect.iscoroutinefunction(input.fn):
+            return await super().execute_activity(input)
+        return await self._guard.call(name, lambda: super(_Inbound, self).execute_activity(input))
+
+
+def activity_participants(sagas: Sequence[Any]) -> dict[str, str]:
+    """Activity name -> participant, from the sagas' steps and the activities' declarations.
+
+    A step's ``participant=`` covers its action and compensation; a fallback is its own
+    activity and declares its own. Two sagas may not disagree about one activity.
+    """
+    from engine._step import activity_name
+
+    found: dict[str, str] = {}
+
+    def add(saga: str, fn: Callable[..., Any] | None, name: str | None) -> None:
+        if fn is None or name is None:
+            return
+        key = activity_name(fn)
+        known = found.setdefault(key, name)
+        if known != name:
+            raise SagaDefinitionError(
+                f"saga {saga!r}: activity {key!r} is said to call both {known!r} and {name!r}"
+            )
+
+    for saga in sagas:
+        for fn in saga.activities:
+            add(saga.name, fn, declared_participant(fn))
+        for step in saga.steps:
+            name = step.participant or declared_participant(step.action)
+            add(saga.name, step.action, name)
+            add(saga.name, step.compensate, name)
+            fallback_name = declared_participant(step.fallback)
+            add(saga.name, step.fallback, fallback_name)
+            add(saga.name, step.fallback_compensate, fallback_name)
+    return found

@@ -1,0 +1,415 @@
+"""Riding out a participant's outage, on a real Temporal dev server (DESIGN.md, "Outages").
+
+The activities here run in the test process with the worker, so a module-level script says
+how each participant behaves for each saga and what it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from structlog.testing import capture_logs
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from engine import (
+    Compensation,
+    RetryPolicy,
+    Saga,
+    SagaClient,
+    SagaDefinition,
+    SagaState,
+    SagaStatus,
+    Step,
+    StepStatus,
+    participant,
+    step_info,
+)
+from engine.worker import OutagePolicy, build_replayer, build_worker
+from tests.support import ledger
+
+pytestmark = pytest.mark.temporal
+
+ALWAYS = -1
+#: (saga id, activity) -> transient failures still to give (ALWAYS: every call).
+FAULTS: dict[tuple[str, str], int] = {}
+REFUSE: set[tuple[str, str]] = set()
+#: saga id -> activities whose effect is held; and every call made, in order.
+HELD: dict[str, set[str]] = defaultdict(set)
+CALLS: dict[str, list[str]] = defaultdict(list)
+
+
+class Job(BaseModel):
+    n: int = 0
+
+
+def _fault(saga_id: str, name: str) -> None:
+    CALLS[saga_id].append(name)
+    if (saga_id, name) in REFUSE:
+        raise ApplicationError(f"{name} refused", type="Refused", non_retryable=True)
+    left = FAULTS.get((saga_id, name), 0)
+    if left:
+        FAULTS[saga_id, name] = left - 1 if left > 0 else ALWAYS
+        raise ApplicationError(f"{name} unavailable", type="Unavailable")
+
+
+def service(name: str, participant_name: str) -> tuple[Any, Any]:
+    @participant(participant_name)
+    @activity.defn(name=name)
+    async def do(job: Job) -> str:
+        saga_id = step_info().saga_id
+        _fault(saga_id, name)
+        HELD[saga_id].add(name)
+        return name
+
+    @participant(participant_name)
+    @activity.defn(name=f"undo_{name}")
+    async def undo(c: Compensation[Job, str]) -> None:
+        _fault(c.saga_id, f"undo_{name}")
+        HELD[c.saga_id].discard(name)
+
+    return do, undo
+
+
+book, unbook = service("o_book", "hotels")
+book_alt, unbook_alt = service("o_book_alt", "broker")
+pay, unpay = service("o_pay", "payments")
+extra, unextra = service("o_extra", "extras")
+refused, _ = service("o_refused", "other")
+
+
+def policy(attempts: int, interval_ms: int = 50) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(milliseconds=interval_ms),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(milliseconds=200),
+        maximum_attempts=attempts,
+    )
+
+
+pay_four_times = Saga(
+    "o_pay_four_times",
+    input=Job,
+    steps=[Step(pay, compensate=unpay, name="pay", retry=policy(4))],
+)
+impatient = Saga(
+    "o_impatient",
+    input=Job,
+    outage_patience=timedelta(seconds=1),
+    steps=[
+        Step(book, compensate=unbook, name="book", retry=policy(3)),
+        Step(pay, compensate=unpay, name="pay", retry=policy(0)),
+    ],
+)
+undo_waits = Saga(
+    "o_undo_waits",
+    input=Job,
+    outage_patience=timedelta(milliseconds=100),  # forward steps only: undo waits regardless
+    steps=[
+        Step(pay, compensate=unpay, name="pay", compensation_retry=policy(2)),
+        Step(refused, name="refused"),
+    ],
+)
+degrading = Saga(
+    "o_degrading",
+    input=Job,
+    steps=[
+        Step(book, compensate=unbook, name="book", retry=policy(3),
+             fallback=book_alt, fallback_compensate=unbook_alt),
+        Step(extra, compensate=unextra, name="extra", retry=policy(2), optional=True),
+        Step(pay, compensate=unpay, name="pay", retry=policy(2)),
+    ],
+)  # fmt: skip
+SAGAS: Sequence[SagaDefinition[Any]] = [pay_four_times, impatient, undo_waits, degrading]
+
+
+async def saga_client(
+    env: WorkflowEnvironment, outage: OutagePolicy, **options: Any
+) -> AsyncIterator[SagaClient]:
+    task_queue = f"outage-{uuid.uuid4()}"
+    worker = build_worker(env.client, task_queue=task_queue, sagas=SAGAS, outage=outage, **options)
+    async with worker:
+        yield SagaClient(env.client, task_queue=task_queue)
+
+
+async def start(sagas: SagaClient, saga_type: str, **faults: int) -> str:
+    saga_id = f"{saga_type}-{uuid.uuid4().hex[:10]}"
+    for name, count in faults.items():
+        if count == 0:
+            REFUSE.add((saga_id, name))
+        else:
+            FAULTS[saga_id, name] = count
+    await sagas.start(saga_type, {"n": 1}, saga_id=saga_id)
+    return saga_id
+
+
+async def finished(sagas: SagaClient, saga_id: str) -> SagaState:
+    """The saga's end; its history (waits, fallbacks...) must replay deterministically."""
+    state = await asyncio.wait_for(sagas.result(saga_id), timeout=60)
+    history = await sagas.client.get_workflow_handle(saga_id).fetch_history()
+    replayed = await build_replayer(SAGAS).replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
+    return state
+
+
+class TestCircuitBreaker:
+    """An attempt refused by an open circuit waits, visibly, and is not counted."""
+
+    @pytest.fixture
+    async def sagas(self, dev_env: WorkflowEnvironment) -> AsyncIterator[SagaClient]:
+        outage = OutagePolicy(failure_threshold=2, cooldown=timedelta(seconds=1.5))
+        async for client in saga_client(dev_env, outage):
+            yield client
+
+    async def test_a_refused_attempt_waits_without_spending_the_budget(
+        self, sagas: SagaClient
+    ) -> None:
+        with capture_logs() as logs:
+            # Two failures open the circuit; the next call is refused without reaching the
+            # participant; the probe after the cool-down fails and opens it again; after
+            # another refusal, the second probe succeeds: four calls, the step's budget.
+            # Counted, the refusals would have ended the step after its third call.
+            saga_id = await start(sagas, "o_pay_four_times", o_pay=3)
+            waiting = await sagas.wait_for(
+                saga_id, until=lambda s: s.step("pay").waiting is not None, timeout=20,
+                interval=0.05,
+            )  # fmt: skip
+            state = await finished(sagas, saga_id)
+        wait = waiting.step("pay").waiting
+        assert wait is not None
+        assert (wait.participant, wait.reason) == ("payments", "circuit_open")
+        assert timedelta(0) < wait.until - wait.since <= timedelta(seconds=1.5 * 1.2)
+        assert waiting.step("pay").status is StepStatus.RUNNING
+        assert state.status is SagaStatus.COMPLETED
+        assert state.step("pay").waiting is None
+        assert CALLS[saga_id] == ["o_pay"] * 4  # the refused calls never reached it
+        assert state.step("pay").attempts > 4  # the refusals show as attempts all the same
+        events = [e["event"] for e in logs if e.get("participant") == "payments"]
+        assert events == [
+            "circuit open", "circuit half_open", "circuit open", "circuit half_open",
+            "circuit closed",
+        ]  # fmt: skip
+
+    async def test_patience_ends_the_wait_as_if_retries_were_exhausted(
+        self, sagas: SagaClient
+    ) -> None:
+        saga_id = await start(sagas, "o_impatient", o_pay=ALWAYS)
+        state = await finished(sagas, saga_id)
+        assert state.status is SagaStatus.COMPENSATED
+        pay_step = state.step("pay")
+        assert pay_step.status is StepStatus.COMPENSATED  # outcome unknown: undone anyway
+        assert "outage patience" in (pay_step.error or "")
+        assert HELD[saga_id] == set()
+
+    async def test_a_compensation_waits_on_an_open_circuit(self, sagas: SagaClient) -> None:
+        # The refund fails twice (opening the circuit) with a budget of two attempts: only
+        # because the refusal in between is not counted, and the saga's patience of 0.1 s
+        # does not apply to compensations, does the probe get to succeed.
+        saga_id = await start(sagas, "o_undo_waits", o_refused=0, undo_o_pay=1)
+        FAULTS[saga_id, "o_pay"] = 1  # together with the refund's failure: the circuit opens
+        state = await finished(sagas, saga_id)
+        assert state.status is SagaStatus.COMPENSATED
+        assert state.step("pay").status is StepStatus.COMPENSATED
+        assert HELD[saga_id] == set()
+
+
+class TestGracefulDegradation:
+    """A fallback serves when a step fails for good; an optional step may fail."""
+
+    @pytest.fixture
+    async def sagas(self, dev_env: WorkflowEnvironment) -> AsyncIterator[SagaClient]:
+        async for client in saga_client(dev_env, OutagePolicy(failure_threshold=100)):
+            yield client
+
+    async def test_the_fallback_serves_when_the_action_fails_for_good(
+        self, sagas: SagaClient
+    ) -> None:
+        saga_id = await start(sagas, "o_degrading", o_book=ALWAYS)
+        state = await finished(sagas, saga_id)
+        assert state.status is SagaStatus.COMPLETED
+        assert state.step("book").status is StepStatus.SUCCEEDED
+        assert state.step("book").served_by == "o_book_alt"
+        assert state.step("book").output == "o_book_alt"
+        assert HELD[saga_id] == {"o_book_alt", "o_extra", "o_pay"}
+
+    async def test_compensation_undoes_the_fallback_that_served(self, sagas: SagaClient) -> None:
+        saga_id = await start(sagas, "o_degrading", o_book=ALWAYS, o_pay=0)
+        state = await finished(sagas, saga_id)
+        assert state.status is SagaStatus.COMPENSATED
+        # The fallback's undo, then the action's: its outcome was unknown (it never answered).
+        undos = [call for call in CALLS[saga_id] if call.startswith("undo_o_book")]
+        assert undos == ["undo_o_book_alt", "undo_o_book"]
+        assert HELD[saga_id] == set()
+
+    async def test_a_refusal_is_not_a_reason_to_fall_back(self, sagas: SagaClient) -> None:
+        saga_id = await start(sagas, "o_degrading", o_book=0)
+        state = await finished(sagas, saga_id)
+        assert state.status is SagaStatus.FAILED
+        assert state.step("book").served_by is None
+        assert "o_book_alt" not in CALLS[saga_id]
+
+    async def test_an_optional_step_fails_without_failing_the_saga(self, sagas: SagaClient) -> None:
+        saga_id = await start(sagas, "o_degrading", o_extra=ALWAYS)
+        state = await finished(sagas, saga_id)
+        assert state.status is SagaStatus.COMPLETED
+        assert state.step("extra").status is StepStatus.FAILED_OPTIONAL
+        assert "extra" not in (state.result or {})
+        assert HELD[saga_id] == {"o_book", "o_pay"}
+
+
+# ------------------------------------------------------------------ bulkheads
+
+RELEASE: dict[str, asyncio.Event] = {}
+RUNNING: dict[str, int] = defaultdict(int)
+PEAK: dict[str, int] = defaultdict(int)
+
+
+@participant("slow_hotel")
+@activity.defn(name="o_slow")
+async def slow(job: Job) -> str:
+    key = "slow"
+    RUNNING[key] += 1
+    PEAK[key] = max(PEAK[key], RUNNING[key])
+    try:
+        while not RELEASE[key].is_set():
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+    finally:
+        RUNNING[key] -= 1
+    return "slow"
+
+
+slow_saga = Saga(
+    "o_slow",
+    input=Job,
+    steps=[Step(slow, name="slow", heartbeat=timedelta(seconds=5))],
+)
+pay_saga = Saga("o_pay_only", input=Job, steps=[Step(pay, compensate=unpay, name="pay")])
+
+
+class TestBulkhead:
+    """A slow participant cannot take every activity slot: the others keep theirs."""
+
+    async def test_a_slow_participant_gets_its_share_and_no_more(
+        self, dev_env: WorkflowEnvironment
+    ) -> None:
+        RELEASE["slow"] = asyncio.Event()
+        task_queue = f"bulkhead-{uuid.uuid4()}"
+        outage = OutagePolicy(max_concurrent=2, bulkhead_retry=timedelta(milliseconds=200))
+        worker = build_worker(
+            dev_env.client, task_queue=task_queue, sagas=[slow_saga, pay_saga],
+            outage=outage, max_concurrent_activities=4,
+        )  # fmt: skip
+        async with worker:
+            sagas = SagaClient(dev_env.client, task_queue=task_queue)
+            slow_ids = [await start(sagas, "o_slow") for _ in range(6)]
+            await sagas.wait_for(
+                slow_ids[0], until=lambda s: PEAK["slow"] >= 2, timeout=20, interval=0.05
+            )
+            # Six slow calls want the four slots and never finish until released; the
+            # payments still get slots and complete meanwhile.
+            pay_ids = [await start(sagas, "o_pay_only") for _ in range(4)]
+            paid = await asyncio.wait_for(
+                asyncio.gather(*(sagas.result(i) for i in pay_ids)), timeout=30
+            )
+            assert [s.status for s in paid] == [SagaStatus.COMPLETED] * 4
+            assert RUNNING["slow"] == 2
+            waiting = [(await sagas.state(i)).step("slow").waiting for i in slow_ids]
+            assert sum(w is not None and w.reason == "bulkhead_full" for w in waiting) >= 1
+            RELEASE["slow"].set()
+            done = await asyncio.wait_for(
+                asyncio.gather(*(sagas.result(i) for i in slow_ids)), timeout=60
+            )
+        assert [s.status for s in done] == [SagaStatus.COMPLETED] * 6
+        assert PEAK["slow"] == 2
+
+
+class TestBulkRetry:
+    """Parked sagas are retried in bulk after an outage (the CLI's ``sagas retry --all``)."""
+
+    async def test_every_parked_saga_of_a_type_is_retried(self, sagas: SagaClient) -> None:
+        parked = []
+        for _ in range(2):
+            saga_id = f"bulk-{uuid.uuid4().hex[:10]}"
+            ledger.plan(saga_id, refuse={"c"}, compensation_failures={"a": ledger.ALWAYS})
+            await sagas.start("three_steps", {"order_id": saga_id}, saga_id=saga_id)
+            parked.append(saga_id)
+        for saga_id in parked:
+            await sagas.wait_for(saga_id, until=SagaStatus.COMPENSATION_FAILED, timeout=30)
+            ledger.fix(saga_id)
+        assert await sagas.retry_parked(saga_type="parallel_group") == []
+        assert sorted(await sagas.retry_parked(saga_type="three_steps")) == sorted(parked)
+        for saga_id in parked:
+            assert (await finished(sagas, saga_id)).status is SagaStatus.COMPENSATED
+
+    def test_the_cli_takes_an_id_or_all(self) -> None:
+        from typer.testing import CliRunner
+
+        from engine.cli import app
+
+        for args in (["retry"], ["retry", "s-1", "--all"], ["retry", "s-1", "--type", "t"]):
+            assert CliRunner().invoke(app, args).exit_code == 2, args
+
+
+async def test_the_circuit_state_is_a_metric(dev_env: WorkflowEnvironment) -> None:
+    from prometheus_client import REGISTRY, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from engine import connect
+    from engine.telemetry import exporting_metrics, temporal_runtime
+
+    def circuit_state() -> list[float]:
+        return [
+            sample.value
+            for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+            for sample in family.samples
+            if sample.name == "sagas_circuit_state"
+            and sample.labels.get("participant") == "payments"
+        ]
+
+    client = await connect(dev_env.client.service_client.config.target_host,
+                           runtime=temporal_runtime())  # fmt: skip
+    outage = OutagePolicy(failure_threshold=1, cooldown=timedelta(seconds=3))
+    async with exporting_metrics():
+        async for sagas in _with(client, outage):
+            saga_id = await start(sagas, "o_pay_four_times", o_pay=1)
+            await sagas.wait_for(
+                saga_id, until=lambda s: s.step("pay").waiting is not None, timeout=20,
+                interval=0.05,
+            )  # fmt: skip
+            await asyncio.sleep(1.5)  # the exporter drains the SDK's buffer every second
+            assert circuit_state() == [2]  # open
+            assert (await finished(sagas, saga_id)).status is SagaStatus.COMPLETED
+            await asyncio.sleep(1.5)
+            assert circuit_state() == [0]  # closed again by the probe
+
+
+async def _with(client: Any, outage: OutagePolicy) -> AsyncIterator[SagaClient]:
+    task_queue = f"outage-{uuid.uuid4()}"
+    async with build_worker(client, task_queue=task_queue, sagas=SAGAS, outage=outage):
+        yield SagaClient(client, task_queue=task_queue)
+
+
+def test_the_saga_resource_shows_the_wait_and_the_fallback() -> None:
+    from datetime import UTC, datetime
+
+    from api.presenter import step_public
+    from engine import CompensationState, ParticipantWait, StepState
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    wait = ParticipantWait(participant="payments", reason="circuit_open", since=now, until=now)
+    step = StepState(name="pay", kind="compensatable", idempotency_key="s/pay", waiting=wait,
+                     served_by="pay_alt", compensation=CompensationState(waiting=wait))  # fmt: skip
+    shown = step_public(step).model_dump(mode="json")
+    assert shown["waiting"]["participant"] == "payments"
+    assert shown["waiting"]["reason"] == "circuit_open"
+    assert shown["served_by"] == "pay_alt"
+    assert shown["compensation"]["waiting"]["until"] == "2026-01-01T00:00:00Z"
