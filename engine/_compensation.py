@@ -50,6 +50,7 @@ class Entry:
     output: Any = None
     definitely_failed: bool = False  # a business refusal: nothing took effect, nothing to undo
     fallback_served: bool = False  # the step's fallback acted: its compensation undoes it
+    fallback_refused: bool = False  # ...or said no: nothing of it to undo, the action's still
     span_context: SpanContext = INVALID_SPAN_CONTEXT  # of the step's span, for the undo's link
 
     @property
@@ -63,7 +64,8 @@ class Entry:
         step = self.step
         if not self.fallback_served:
             return [(step.compensate, self.output)] if step.compensate else []
-        undos = [(step.fallback_compensate, self.output), (step.compensate, None)]
+        fallback_undo = None if self.fallback_refused else step.fallback_compensate
+        undos = [(fallback_undo, self.output), (step.compensate, None)]
         return [(fn, output) for fn, output in undos if fn is not None]
 
     @property
@@ -89,6 +91,12 @@ class UndoLog:
 
     def to_undo(self) -> list[Entry]:
         return [entry for stage in self.stages_to_undo() for entry in stage]
+
+    def forget(self, entry: Entry) -> None:
+        """Drop an entry already undone (a failed optional step's), so it is undone once."""
+        for stage in self.stages:
+            if entry in stage:
+                stage.remove(entry)
 
 
 class CompensationRunner:
@@ -122,6 +130,17 @@ class CompensationRunner:
                 record.set_phase(SagaStatus.COMPENSATING)
                 await asyncio.gather(*(self._compensate(entry) for entry in _failed(to_undo)))
         record.set_phase(SagaStatus.COMPENSATED)
+
+    async def undo_failed_optional(self, entry: Entry) -> None:
+        """Undo an optional step that failed with its outcome unknown, as the saga goes on
+        without it: whatever it may hold would otherwise stay held by a completed saga. Once
+        undone it leaves the log and keeps its status (``failed_optional``); an undo that
+        fails for good stays in the log (the saga's compensation, if any, tries it again)
+        and shows as ``compensation_failed``."""
+        await self._compensate(entry)
+        if entry.state.status is StepStatus.COMPENSATED:
+            self._log.forget(entry)
+            self._record.set_step(entry.state, StepStatus.FAILED_OPTIONAL)
 
     async def _compensate(self, entry: Entry) -> None:
         record, step, state = self._record, entry.step, entry.state

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -38,10 +38,17 @@ from engine._tracing import saga_span, set_outcome
 class ForwardRunner:
     """Runs stages of steps for one saga (implements ``engine._definition.StageRunner``)."""
 
-    def __init__(self, definition: SagaDefinition[Any], record: SagaRecord, log: UndoLog) -> None:
+    def __init__(
+        self,
+        definition: SagaDefinition[Any],
+        record: SagaRecord,
+        log: UndoLog,
+        undo_now: Callable[[Entry], Awaitable[None]] | None = None,
+    ) -> None:
         self._definition = definition
         self._record = record
         self._log = log
+        self._undo_now = undo_now
         self.decisions: dict[str, Decision] = {}
 
     # StageRunner: what SagaRun (the imperative form) reads.
@@ -104,6 +111,14 @@ class ForwardRunner:
                     record.end_step(state, StepStatus.FAILED_OPTIONAL, error=str(exc))
                     set_outcome(span, "failed_optional", attempts=state.attempts, error=str(exc))
                     record.measure(name, FORWARD, "failed_optional", state.started_at)
+                    if (
+                        self._undo_now is not None
+                        and entry.needs_compensation
+                        and workflow.patched("undo-failed-optional")
+                    ):
+                        # Its outcome is unknown (found by engine.testing's explore): a car
+                        # reserved whose answer was lost would stay held by a completed trip.
+                        await self._undo_now(entry)
                     return None
                 record.end_step(state, StepStatus.FAILED, error=str(exc))
                 set_outcome(span, "failed", attempts=state.attempts, error=str(exc))
@@ -137,7 +152,16 @@ class ForwardRunner:
         workflow.logger.info("fallback serves", extra={"step": state.name, "fallback": fallback})
         entry.fallback_served = True
         state.served_by = fallback
-        return await self._attempts(step, step.fallback, entry.arg, state, span)
+        try:
+            return await self._attempts(step, step.fallback, entry.arg, state, span)
+        except GaveUp as exc:
+            if not exc.business_refusal or not workflow.patched("fallback-refused-action-unknown"):
+                raise
+            # The fallback said no, so it holds nothing; but the action's outcome is still
+            # unknown (it failed, not by a refusal), so its compensation must run (found by
+            # engine.testing's explore: a refused fallback left the action's effect in place).
+            entry.fallback_refused = True
+            raise GaveUp(str(exc), business_refusal=False) from None
 
     async def _attempts(
         self, step: Step, fn: Callable[..., Any], arg: Any, state: StepState, span: Span

@@ -28,6 +28,7 @@ from engine._client import SagaClient
 from engine._definition import SagaDefinition
 from engine._errors import EmbeddedTemporalError
 from engine._kit_fakes import Fakes
+from engine._participants import OutagePolicy, ParticipantGuard, activity_participants
 from engine._worker import build_worker
 
 #: Saga time the clock moves at each tick (under the shortest backoff cap, 30 s).
@@ -63,6 +64,18 @@ async def temporal_for_tests(*, time_skipping: bool = True) -> AsyncIterator[Wor
         await env.shutdown()
 
 
+#: The kit's workers keep their circuit breakers and bulkheads out of the way: a breaker is
+#: the worker's, shared by every saga it runs, so the faults injected into one scenario (a
+#: compensation failing 65 times) would open it for the scenarios running beside it, which
+#: would then wait or give up by the luck of timing, and its cool-down is real time while
+#: the test server skips saga time, so a step's outage patience runs out in a blink. What a
+#: scenario shows is then its saga's own doing. (A step that waits out its whole patience
+#: gives up as if its retries were spent, and ``S outcome unknown`` covers that, in its worst
+#: form: the effect taken.) ``SagaKit.worker(outage=...)`` turns them on for a test of your
+#: own of how a saga rides out an open circuit.
+NO_BREAKERS = OutagePolicy(failure_threshold=1_000_000_000, max_concurrent=1_000_000_000)
+
+
 def worker_for(
     env: WorkflowEnvironment,
     sagas: Sequence[SagaDefinition[Any]],
@@ -70,12 +83,14 @@ def worker_for(
     task_queue: str,
     fakes: Fakes | None = None,
     restartable: bool = False,
+    outage: OutagePolicy = NO_BREAKERS,
 ) -> Worker:
     """A worker for ``sagas``; with ``fakes``, their fake activities instead of the real ones.
 
     Heartbeats are sent at once, so a hanging fake learns of its cancellation promptly.
     ``restartable``: no workflow cache (a saga's next task goes to whichever worker polls, not
     to the stopped one's sticky queue) and time for running activities to answer on shutdown.
+    ``outage``: the participants' breakers and bulkheads (default: out of the way).
     """
     options: dict[str, Any] = {
         "default_heartbeat_throttle_interval": timedelta(milliseconds=100),
@@ -84,11 +99,21 @@ def worker_for(
     if restartable:
         options |= {"max_cached_workflows": 0, "graceful_shutdown_timeout": timedelta(seconds=2)}
     if fakes is None:
-        return build_worker(env.client, task_queue=task_queue, sagas=sagas, **options)
-    # The fakes bear the real activities' names, so the saga workflow calls them instead.
+        return build_worker(
+            env.client, task_queue=task_queue, sagas=sagas, outage=outage, **options
+        )
+    # The fakes bear the real activities' names, so the saga workflow calls them instead; the
+    # guard in front of them knows their participants from the sagas, as it would the real ones.
     _registry.register(*sagas)
+    guard = ParticipantGuard(activity_participants(sagas), outage)
     return build_worker(
-        env.client, task_queue=task_queue, sagas=[], extra_activities=fakes.activities, **options
+        env.client,
+        task_queue=task_queue,
+        sagas=[],
+        extra_activities=fakes.activities,
+        outage=outage,
+        interceptors=[guard],
+        **options,
     )
 
 
@@ -129,12 +154,17 @@ class SagaKit:
 
     @contextlib.asynccontextmanager
     async def worker(
-        self, *sagas: SagaDefinition[Any], fakes: Fakes | None = None
+        self,
+        *sagas: SagaDefinition[Any],
+        fakes: Fakes | None = None,
+        outage: OutagePolicy = NO_BREAKERS,
     ) -> AsyncIterator[SagaClient]:
         """A worker for ``sagas`` (with ``fakes`` in place of their activities) while the
-        block runs; yields a client that starts sagas on its task queue."""
+        block runs; yields a client that starts sagas on its task queue. ``outage``: turn the
+        participants' circuit breakers and bulkheads on (they are off by default)."""
         task_queue = f"kit-{uuid.uuid4()}"
-        async with worker_for(self.env, sagas, task_queue=task_queue, fakes=fakes):
+        worker = worker_for(self.env, sagas, task_queue=task_queue, fakes=fakes, outage=outage)
+        async with worker:
             yield SagaClient(self.env.client, task_queue=task_queue)
 
     async def skip(self, duration: timedelta) -> None:

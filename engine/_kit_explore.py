@@ -29,7 +29,7 @@ from engine._errors import SagaConflict, SagaNotFound
 from engine._imperative import ImperativeSaga
 from engine._kit_env import Clock, temporal_for_tests, worker_for
 from engine._kit_fakes import Fakes
-from engine._kit_rules import Run, check_rules
+from engine._kit_rules import Run, check_rules, effect_name
 from engine._kit_scenarios import (
     Scenario,
     Shape,
@@ -41,7 +41,7 @@ from engine._kit_scenarios import (
     undo_scenarios,
 )
 from engine._state import SagaState, SagaStatus, StepStatus
-from engine._step import StepKind
+from engine._step import StepKind, activity_name
 from engine._step_info import COMPENSATION
 
 #: A user's own check of a run: raise (an AssertionError, say) to fail the scenario.
@@ -224,22 +224,34 @@ class _Explorer:
         outcomes += [_Outcome(row, None) for row in self._unreached_approvals(shape)]
         ran = list(zip([baseline, *forward], outcomes, strict=False))
         # An imperative saga names its compensations only as it runs: those seen so far.
-        undone = {c.step for o in outcomes if o.run for c in o.run.calls if c.phase == COMPENSATION}
+        undone = {
+            (c.step, c.fallback)
+            for o in outcomes
+            if o.run
+            for c in o.run.calls
+            if c.phase == COMPENSATION
+        }
         undo: list[Scenario] = []
-        for step in shape.steps:
-            if step not in shape.has_undo | undone:
+        # Each compensation activity: the step's own, and its fallback's (when one served).
+        effects = [(step, False) for step in shape.steps] + [
+            (step, True) for step in shape.steps if step in shape.fallback_undo
+        ]
+        for step, fallback in effects:
+            declared = shape.fallback_undo if fallback else shape.has_undo
+            if step not in declared and (step, fallback) not in undone:
                 continue
             candidates = [
-                (s, o.run is not None and o.row.ok and _undid(o.run, step), _status(o))
+                (s, o.run is not None and o.row.ok and _undid(o.run, step, fallback), _status(o))
                 for s, o in ran
                 if o.run is not None
             ]
             picked = pick_trigger(step, candidates)
+            name = effect_name(step, fallback)
             if picked is not None:
-                undo += undo_scenarios(step, *picked)
+                undo += undo_scenarios(step, *picked, fallback=fallback)
             elif self.only is None:
-                problem = f"no scenario compensated {step}"
-                row = Row(f"undo of {step} fails", "-", "not reached", [problem])
+                problem = f"no scenario compensated {name}"
+                row = Row(f"undo of {name} fails", "-", "not reached", [problem])
                 outcomes.append(_Outcome(row, None))
         outcomes += await self.concurrently(self._selected(undo), self.scenario)
         restarts = self._selected(restart_scenarios(shape))
@@ -404,6 +416,7 @@ class _Explorer:
                     parked = state
                     for step in failed:
                         self.fakes.undo(step, saga_id=saga_id).succeed()
+                        self.fakes.fallback_undo(step, saga_id=saga_id).succeed()
                     await client.retry_compensations(saga_id)
                 else:  # parked again: resolve by hand so that the saga ends
                     for step in failed:
@@ -498,6 +511,7 @@ class _Explorer:
             if name not in stage_of:  # imperative: one stage per step, in the order they ran
                 stage_of[name] = len(self.saga.groups) + position
         has_undo = {name for name, s in declared.items() if s.compensate is not None}
+        fallbacks = {name: activity_name(s.fallback) for name, s in declared.items() if s.fallback}
         endless = {
             name
             for name, s in declared.items()
@@ -511,6 +525,11 @@ class _Explorer:
             approvals=tuple(dict.fromkeys(awaited)),
             endless=frozenset(endless & set(called)),
             imperative=imperative,
+            optional=frozenset(n for n, s in declared.items() if s.optional and n in called),
+            fallbacks={n: f for n, f in fallbacks.items() if n in called},
+            fallback_undo=frozenset(
+                n for n, s in declared.items() if s.fallback_compensate and n in called
+            ),
         )
 
     def _describe(self, run: Run) -> None:
@@ -521,13 +540,23 @@ class _Explorer:
         run.stage_of = dict(shape.stage_of)
         for step in run.steps_called:
             run.stage_of.setdefault(step, max(run.stage_of.values(), default=0) + 1)
-        run.has_undo = shape.has_undo | {c.step for c in run.calls if c.phase == COMPENSATION}
+        run.has_undo = shape.has_undo | {
+            c.step for c in run.calls if c.phase == COMPENSATION and not c.fallback
+        }
+        run.fallback_undo = shape.fallback_undo | {
+            c.step for c in run.calls if c.phase == COMPENSATION and c.fallback
+        }
+        run.fallbacks = dict(shape.fallbacks)
         run.pivot = shape.pivot
         run.retriable = frozenset(s for s, k in shape.kinds.items() if k is StepKind.RETRIABLE)
 
 
-def _undid(run: Run, step: str) -> bool:
-    return any(c.outcome == "succeeded" for c in run.undos(step))
+def _undid(run: Run, step: str, fallback: bool) -> bool:
+    """Whether the saga's compensation undid that activity of ``step`` (a failed optional
+    step's own undo does not count: its failing does not park the saga)."""
+    if run.failed_optional(step):
+        return False
+    return any(c.outcome == "succeeded" for c in run.undos(step, fallback))
 
 
 def _status(outcome: _Outcome) -> SagaStatus:

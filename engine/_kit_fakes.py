@@ -13,6 +13,12 @@ does is told per step (and phase), for every saga or for one saga id:
   (the engine's path for a start-to-close timeout) instead of waiting out the timeout;
 * hang, before or after taking effect, until the attempt is cancelled or the fake released.
 
+A step's fallback and the fallback's compensation are activities of their own: their calls
+are recorded with ``fallback=True`` under the step's name (the engine runs them as the step),
+and they are told apart (``Fakes.fallback``, ``Fakes.fallback_undo``; the phases
+``FALLBACK`` and ``FALLBACK_COMPENSATION``), so a fault told to the step's action does not
+also strike the fallback that replaces it.
+
 With ``passthrough=True`` "taking effect" calls the real activity (real participants), and
 its answer is the fake's; the faults above are injected around it.
 """
@@ -37,6 +43,11 @@ from engine._kit_values import return_type, sample
 from engine._state import Compensation
 from engine._step import activity_name
 from engine._step_info import COMPENSATION, FORWARD, step_info
+
+#: The phases a fallback's calls are told under (they run as the step's forward and
+#: compensation phases).
+FALLBACK = "fallback"
+FALLBACK_COMPENSATION = "fallback_compensation"
 
 #: Error types of the fakes' failures, as the saga records them.
 REFUSED = "KitRefusal"
@@ -86,6 +97,15 @@ class Call:
     effect: bool = False
     #: The sequence number at which the call ended (every call start and end is numbered).
     ended: int | None = None
+    #: A call of the step's fallback (forward) or of the fallback's compensation.
+    fallback: bool = False
+
+    @property
+    def told_as(self) -> str:
+        """The phase this call's behaviour is told under (a fallback's are apart)."""
+        if not self.fallback:
+            return self.phase
+        return FALLBACK if self.phase == FORWARD else FALLBACK_COMPENSATION
 
     @property
     def arg_key(self) -> str | None:
@@ -116,8 +136,8 @@ class StepFake:
 
     def returns(self, value: Any) -> StepFake:
         """The answer once the step succeeds: a value, or a function of the argument."""
-        saga_id, step, _ = self._where
-        self._fakes._values[(saga_id, step)] = value
+        saga_id, step, phase = self._where
+        self._fakes._values[(saga_id, step if phase != FALLBACK else f"{step}/{FALLBACK}")] = value
         return self
 
     def refuse(self, message: str = "refused by the fake") -> StepFake:
@@ -150,9 +170,18 @@ class Fakes:
     def __init__(self, *sagas: SagaDefinition[Any], passthrough: bool = False) -> None:
         self.passthrough = passthrough
         self._real: dict[str, Callable[..., Any]] = {}
+        #: (step, phase) -> the activity that is the step's fallback (or its compensation).
+        self._fallbacks: dict[tuple[str, str], str] = {}
         for saga in sagas:
             for fn in saga.activities:
                 self._real.setdefault(activity_name(fn), fn)
+            for step in saga.steps:
+                if step.fallback is not None:
+                    name = activity_name(step.fallback)
+                    self._fallbacks.setdefault((step.step_name, FORWARD), name)
+                if step.fallback_compensate is not None:
+                    name = activity_name(step.fallback_compensate)
+                    self._fallbacks.setdefault((step.step_name, COMPENSATION), name)
         self._behaviours: dict[tuple[str | None, str, str], Behaviour] = {}
         self._values: dict[tuple[str | None, str], Any] = {}
         self._calls: list[Call] = []
@@ -173,8 +202,18 @@ class Fakes:
         """The fake of step ``name``'s compensation."""
         return StepFake(self, saga_id, name, COMPENSATION)
 
+    def fallback(self, name: str, *, saga_id: str | None = None) -> StepFake:
+        """The fake of step ``name``'s fallback (the activity that serves when its action
+        fails for good)."""
+        return StepFake(self, saga_id, name, FALLBACK)
+
+    def fallback_undo(self, name: str, *, saga_id: str | None = None) -> StepFake:
+        """The fake of the compensation of step ``name``'s fallback."""
+        return StepFake(self, saga_id, name, FALLBACK_COMPENSATION)
+
     def tell(self, saga_id: str | None, step: str, phase: str, behaviour: Behaviour) -> None:
-        """What ``step``'s calls in ``phase`` do (for saga ``saga_id``, or for every saga)."""
+        """What ``step``'s calls in ``phase`` do (for saga ``saga_id``, or for every saga);
+        ``phase``: FORWARD, COMPENSATION, FALLBACK or FALLBACK_COMPENSATION."""
         self._behaviours[(saga_id, step, phase)] = behaviour
 
     def reset(self, saga_id: str | None = None) -> None:
@@ -217,14 +256,17 @@ class Fakes:
         return found
 
     def _signal(self, call: Call, point: str) -> None:
-        self._waiters.get((call.saga_id, call.step, call.phase, point)).set()
+        self._waiters.get((call.saga_id, call.step, call.told_as, point)).set()
 
     async def _call(self, name: str, real: Callable[..., Any], args: Sequence[Any]) -> Any:
         info = step_info()
+        fallback = self._fallbacks.get((info.step, info.phase)) == name
+        # Attempts are counted per activity: a fallback's first call is its attempt 1.
         attempt = 1 + sum(
             1
             for c in self._calls
-            if (c.saga_id, c.step, c.phase) == (info.saga_id, info.step, info.phase)
+            if (c.saga_id, c.step, c.phase, c.fallback)
+            == (info.saga_id, info.step, info.phase, fallback)
         )
         call = Call(
             seq=next(self._seq),
@@ -235,10 +277,11 @@ class Fakes:
             activity=name,
             idempotency_key=info.idempotency_key,
             arg=args[0] if len(args) == 1 else tuple(args),
+            fallback=fallback,
         )
         self._calls.append(call)
         self._signal(call, "called")
-        behaviour = self._behaviour(info.saga_id, info.step, info.phase)
+        behaviour = self._behaviour(info.saga_id, info.step, call.told_as)
         fault = behaviour.fault if behaviour.applies(attempt) else Fault.SUCCEED
         answer: Any = _UNSET
         try:
@@ -278,7 +321,7 @@ class Fakes:
         return await asyncio.to_thread(real, *args)
 
     async def _hang(self, call: Call) -> None:
-        where = (call.saga_id, call.step, call.phase)
+        where = (call.saga_id, call.step, call.told_as)
         released = self._waiters.get((*where, "release"))
         self._signal(call, "hanging")
         while where not in self._released:
@@ -290,9 +333,11 @@ class Fakes:
     def _answer(self, call: Call, real: Callable[..., Any], answer: Any) -> Any:
         if answer is not _UNSET:
             return answer
-        value = self._values.get((call.saga_id, call.step), _UNSET)
+        # A fallback answers what it was told, else a value of its own return type.
+        step = f"{call.step}/{FALLBACK}" if call.fallback else call.step
+        value = self._values.get((call.saga_id, step), _UNSET)
         if value is _UNSET:
-            value = self._values.get((None, call.step), _UNSET)
+            value = self._values.get((None, step), _UNSET)
         if value is _UNSET:
             return sample(return_type(real), label=call.idempotency_key)
         return value(call.arg) if callable(value) else value

@@ -38,44 +38,95 @@ class Run:
     pivot: str | None = None
     #: Retriable steps: they come after the point of no return and are never undone.
     retriable: frozenset[str] = frozenset()
+    #: Steps whose fallback declares a compensation (by step name).
+    fallback_undo: frozenset[str] = frozenset()
+    #: The activity of each step's fallback (by step name), for ``served_by``.
+    fallbacks: dict[str, str] = field(default_factory=dict)
 
-    def forward(self, step: str) -> list[Call]:
-        return [c for c in self.calls if c.step == step and c.phase == FORWARD]
+    def forward(self, step: str, fallback: bool | None = None) -> list[Call]:
+        """The step's forward calls: the action's (``fallback=False``), its fallback's
+        (``True``) or both (None)."""
+        return [
+            c
+            for c in self.calls
+            if c.step == step and c.phase == FORWARD and fallback in (None, c.fallback)
+        ]
 
-    def undos(self, step: str) -> list[Call]:
-        return [c for c in self.calls if c.step == step and c.phase == COMPENSATION]
+    def undos(self, step: str, fallback: bool | None = None) -> list[Call]:
+        """The step's compensation calls: the action's, its fallback's, or both."""
+        return [
+            c
+            for c in self.calls
+            if c.step == step and c.phase == COMPENSATION and fallback in (None, c.fallback)
+        ]
 
-    def took_effect(self, step: str) -> bool:
-        return any(c.effect for c in self.forward(step))
+    def took_effect(self, step: str, fallback: bool | None = None) -> bool:
+        return any(c.effect for c in self.forward(step, fallback))
 
     @property
     def steps_called(self) -> list[str]:
         return list(dict.fromkeys(c.step for c in self.calls if c.phase == FORWARD))
+
+    @property
+    def effects(self) -> list[tuple[str, bool]]:
+        """What may take effect, per activity: (step, whether its fallback), as called."""
+        return list(dict.fromkeys((c.step, c.fallback) for c in self.calls if c.phase == FORWARD))
+
+    def undoable(self, step: str, fallback: bool) -> bool:
+        """Whether that activity has a compensation."""
+        return step in (self.fallback_undo if fallback else self.has_undo)
+
+    def failed_optional(self, step: str) -> bool:
+        """An optional step that failed: it undoes itself (if it may hold something) as the
+        saga goes on, not as part of the saga's compensation."""
+        try:
+            return self.state.step(step).status is StepStatus.FAILED_OPTIONAL
+        except KeyError:
+            return False
+
+    def saga_undos(self) -> list[Call]:
+        """The compensation calls of the saga's compensation (a failed optional step's own
+        undo left out)."""
+        return [
+            c for c in self.calls if c.phase == COMPENSATION and not self.failed_optional(c.step)
+        ]
+
+
+def effect_name(step: str, fallback: bool) -> str:
+    return f"{step}'s fallback" if fallback else step
 
 
 Rule = Callable[[Run], list[str]]
 
 
 def effects_match_status(run: Run) -> list[str]:
-    """Completed: nothing undone. Compensated: every effect undone exactly once. Failed:
-    nothing was done that needed undoing."""
+    """Completed: nothing undone (but a failed optional step that took effect, undone).
+    Compensated: every effect undone exactly once. Failed: nothing was done that needed
+    undoing. Counted per activity: a step served by its fallback has two effects (the
+    fallback's, and the action's whose outcome is unknown), each undone by its own
+    compensation."""
     status = run.state.status
-    compensated = [c.step for c in run.calls if c.phase == COMPENSATION]
-    if status is SagaStatus.COMPLETED:
-        return [f"completed, yet {s}'s compensation was called" for s in dict.fromkeys(compensated)]
     problems = []
-    for step in run.steps_called:
-        done = [c for c in run.undos(step) if c.outcome == "succeeded"]
+    if status is SagaStatus.COMPLETED:
+        for step in dict.fromkeys(c.step for c in run.saga_undos()):
+            problems.append(f"completed, yet {step}'s compensation was called")
+    for step, fallback in run.effects:
+        name = effect_name(step, fallback)
+        done = [c for c in run.undos(step, fallback) if c.outcome == "succeeded"]
         if len(done) > 1:
-            problems.append(f"{step} was undone {len(done)} times")
-        if step not in run.has_undo or not run.took_effect(step):
+            problems.append(f"{name} was undone {len(done)} times")
+        if not run.undoable(step, fallback) or not run.took_effect(step, fallback):
+            continue
+        if run.failed_optional(step):
+            if not done:
+                problems.append(f"{name} took effect, failed (optional) and was left active")
             continue
         if status is SagaStatus.FAILED:
-            problems.append(f"failed (nothing to compensate), yet {step} took effect")
+            problems.append(f"failed (nothing to compensate), yet {name} took effect")
         elif status is SagaStatus.COMPENSATED and not done:
             resolved = run.state.step(step).status is StepStatus.RESOLVED
             if not resolved:
-                problems.append(f"{step} took effect and was never undone")
+                problems.append(f"{name} took effect and was never undone")
     return problems
 
 
@@ -83,9 +134,8 @@ def undone_in_reverse_order(run: Run) -> list[str]:
     """A step's compensation starts only once the compensations of every later stage have
     been tried (a parallel group's in any order)."""
     first: dict[str, Call] = {}
-    for call in run.calls:
-        if call.phase == COMPENSATION:
-            first.setdefault(call.step, call)
+    for call in run.saga_undos():
+        first.setdefault(call.step, call)
     problems = []
     for early, early_call in first.items():
         for late, _ in first.items():
@@ -100,7 +150,7 @@ def undone_in_reverse_order(run: Run) -> list[str]:
 def nothing_undone_after_the_pivot(run: Run) -> list[str]:
     """Once the pivot has succeeded, or a retriable step (which is never undone, so comes after
     the point of no return) has been called, nothing is compensated."""
-    undos = [c for c in run.calls if c.phase == COMPENSATION]
+    undos = run.saga_undos()
     if not undos:
         return []
     first = undos[0].seq
@@ -114,14 +164,41 @@ def nothing_undone_after_the_pivot(run: Run) -> list[str]:
 
 
 def no_undo_without_a_call(run: Run) -> list[str]:
-    """A step never called, or only refused, has nothing to undo."""
+    """An activity never called, or only refused, has nothing to undo (a fallback's
+    compensation needs the fallback's own call; the action's, the action's)."""
     problems = []
-    for step in dict.fromkeys(c.step for c in run.calls if c.phase == COMPENSATION):
-        forward = run.forward(step)
+    undone = dict.fromkeys((c.step, c.fallback) for c in run.calls if c.phase == COMPENSATION)
+    for step, fallback in undone:
+        name = effect_name(step, fallback)
+        forward = run.forward(step, fallback)
         if not forward:
-            problems.append(f"{step} was compensated but never called")
+            problems.append(f"{name} was compensated but never called")
         elif all(c.outcome == "refused" for c in forward):
-            problems.append(f"{step} was compensated after a refusal")
+            problems.append(f"{name} was compensated after a refusal")
+    return problems
+
+
+def fallbacks_serve_only_for_good_failures(run: Run) -> list[str]:
+    """A fallback runs only once its step's action has failed for good, not by a refusal,
+    and the step then records it (``served_by``)."""
+    problems = []
+    for step in dict.fromkeys(c.step for c in run.calls if c.fallback and c.phase == FORWARD):
+        action = run.forward(step, False)
+        first = min(c.seq for c in run.forward(step, True))
+        if any(c.outcome == "refused" for c in action):
+            problems.append(f"{step}'s fallback ran although its action was refused")
+        if any(c.ended is None or c.ended > first for c in action):
+            problems.append(f"{step}'s fallback ran before its action had failed")
+        try:
+            served = run.state.step(step).served_by
+        except KeyError:
+            served = None
+        expected = run.fallbacks.get(step)
+        if expected is not None and served != expected:
+            problems.append(f"{step}'s fallback ran, yet served_by is {served!r}")
+    for state in run.state.steps:
+        if state.served_by is not None and not run.forward(state.name, True):
+            problems.append(f"{state.name} says {state.served_by} served, yet it was not called")
     return problems
 
 
@@ -138,7 +215,8 @@ def parked_with_exactly_the_failed_undos(run: Run) -> list[str]:
         problems.append(f"parked with {sorted(left)} failed, expected {sorted(run.failing_undos)}")
     for state in run.parked.steps:
         undone = state.status is StepStatus.COMPENSATED
-        if state.name in left or state.name not in run.has_undo:
+        undoable = run.undoable(state.name, False) or run.undoable(state.name, True)
+        if state.name in left or not undoable or run.failed_optional(state.name):
             continue
         if run.took_effect(state.name) and not undone:
             problems.append(f"parked before {state.name} was undone ({state.status.value})")
@@ -167,6 +245,7 @@ RULES: list[tuple[str, Rule]] = [
     ("order", undone_in_reverse_order),
     ("pivot", nothing_undone_after_the_pivot),
     ("refusals", no_undo_without_a_call),
+    ("fallbacks", fallbacks_serve_only_for_good_failures),
     ("parked", parked_with_exactly_the_failed_undos),
     ("keys", keys_are_stable),
 ]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from engine._kit_fakes import Behaviour, Fault
+from engine._kit_fakes import FALLBACK, FALLBACK_COMPENSATION, Behaviour, Fault
 from engine._state import SagaStatus
 from engine._step import StepKind
 from engine._step_info import COMPENSATION, FORWARD
@@ -54,6 +54,12 @@ class Shape:
     #: Steps whose retries never give up (maximum_attempts=0, no schedule-to-close).
     endless: frozenset[str]
     imperative: bool
+    #: ``optional=True`` steps: when they fail for good the saga goes on.
+    optional: frozenset[str] = frozenset()
+    #: Steps with a fallback (by name: the fallback's activity name).
+    fallbacks: dict[str, str] = field(default_factory=dict)
+    #: Steps whose fallback declares a compensation.
+    fallback_undo: frozenset[str] = frozenset()
 
     @property
     def pivot(self) -> str | None:
@@ -85,6 +91,15 @@ class Shape:
         )
         return frozenset({SagaStatus.COMPENSATED if undo else SagaStatus.FAILED})
 
+    def gives_up(self, step: str, *, undone_itself: bool) -> frozenset[SagaStatus]:
+        """The end of a saga whose ``step`` fails for good (refused, or its retries spent):
+        an optional step's saga goes on and completes; else as ``failing``. (A rejected
+        approval or a cancel is not the step failing: an optional step does not save those.)
+        """
+        if step in self.optional and not self.imperative:
+            return COMPLETED
+        return self.failing(step, undone_itself=undone_itself)
+
 
 def forward_scenarios(shape: Shape) -> list[Scenario]:
     """Each step refused, each step's outcome unknown, a cancel before and during each."""
@@ -110,18 +125,24 @@ def forward_scenarios(shape: Shape) -> list[Scenario]:
             found.append(
                 Scenario(
                     f"{step} refused",
-                    shape.failing(step, undone_itself=False),
+                    shape.gives_up(step, undone_itself=False),
                     {(step, FORWARD): Behaviour(Fault.REFUSE, message="refused by the kit")},
                 )
             )
             if step not in shape.endless:
+                lost = {(step, FORWARD): Behaviour(Fault.TIME_OUT, None, True)}
+                # Failed for good, not refused: its fallback (if any) serves, and the saga
+                # completes; else the step fails with its outcome unknown.
+                served = COMPLETED if step in shape.fallbacks else None
                 found.append(
                     Scenario(
                         f"{step} outcome unknown",
-                        shape.failing(step, undone_itself=True),
-                        {(step, FORWARD): Behaviour(Fault.TIME_OUT, None, True)},
+                        served or shape.gives_up(step, undone_itself=True),
+                        lost,
                     )
                 )
+                if served:
+                    found += fallback_scenarios(shape, step, lost)
     for step in shape.steps:
         for after_effect, label in ((False, "before it takes effect"), (True, "mid-call")):
             refused = shape.past_pivot(step)
@@ -135,6 +156,23 @@ def forward_scenarios(shape: Shape) -> list[Scenario]:
                 )
             )
     return found
+
+
+def fallback_scenarios(
+    shape: Shape, step: str, lost: dict[tuple[str, str], Behaviour]
+) -> list[Scenario]:
+    """The action failed for good (``lost``), and its fallback refuses, or fails for good
+    too (after taking effect): the step fails, its action's outcome unknown (undone by its
+    own compensation), and whatever the fallback did undone by the fallback's."""
+    end = shape.gives_up(step, undone_itself=True)
+    refuse = Behaviour(Fault.REFUSE, message="refused by the kit")
+    unknown = Behaviour(Fault.TIME_OUT, None, True)
+    return [
+        Scenario(f"{step} outcome unknown, its fallback refused", end,
+                 {**lost, (step, FALLBACK): refuse}),
+        Scenario(f"{step} outcome unknown, its fallback's outcome unknown", end,
+                 {**lost, (step, FALLBACK): unknown}),
+    ]  # fmt: skip
 
 
 def approval_scenarios(shape: Shape, *, timeout: bool) -> list[Scenario]:
@@ -162,23 +200,28 @@ def restart_scenarios(shape: Shape) -> list[Scenario]:
     ]
 
 
-def undo_scenarios(step: str, trigger: Scenario, seen: SagaStatus) -> list[Scenario]:
-    """``step``'s compensation failing, in a run (``trigger``) that compensates it."""
+def undo_scenarios(
+    step: str, trigger: Scenario, seen: SagaStatus, *, fallback: bool = False
+) -> list[Scenario]:
+    """``step``'s compensation (or its fallback's) failing, in a run (``trigger``) that
+    compensates it."""
     base = dict(trigger.faults)
     flaky = Behaviour(Fault.FAIL, UNDO_FAULTS, True)
     for_good = Behaviour(Fault.FAIL, None, False)
+    phase = FALLBACK_COMPENSATION if fallback else COMPENSATION
+    name = f"{step}'s fallback" if fallback else step
     return [
         Scenario(
-            f"undo of {step} fails {UNDO_FAULTS}x, then succeeds ({trigger.name})",
+            f"undo of {name} fails {UNDO_FAULTS}x, then succeeds ({trigger.name})",
             frozenset({seen}),
-            {**base, (step, COMPENSATION): flaky},
+            {**base, (step, phase): flaky},
             cancel_at=trigger.cancel_at,
             approval=trigger.approval,
         ),
         Scenario(
-            f"undo of {step} fails for good ({trigger.name})",
+            f"undo of {name} fails for good ({trigger.name})",
             frozenset({seen}),
-            {**base, (step, COMPENSATION): for_good},
+            {**base, (step, phase): for_good},
             cancel_at=trigger.cancel_at,
             approval=trigger.approval,
             failing_undos=frozenset({step}),

@@ -74,7 +74,9 @@ class SagaWorkflow:
         _metrics.saga_started(record.saga_type)
         record.publish_soon()
 
-        self._forward = ForwardRunner(definition, record, self._log)
+        self._forward = ForwardRunner(
+            definition, record, self._log, self._compensation.undo_failed_optional
+        )
         forward = asyncio.create_task(definition.forward(self._forward))
         await self._wait_for_forward(forward, definition)
         if forward.cancelled() or forward.exception() is not None:
