@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 import tomllib
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from activities.pricing import TripTotal
 from engine import SagaClient, SagaStatus
 from engine.config import get_settings
 from engine.testing import ExplorationFailed, Fakes, SagaKit, explore
+from engine.worker import OutagePolicy
 from examples.order_imperative import gift_order
 from participants.checker import kit_check
 from tests.support import planted
@@ -43,9 +46,11 @@ class TestShippedSagas:
     async def test_trip_booking(self, saga_env: WorkflowEnvironment) -> None:
         table = await explore(trip_booking, TRIP, env=saga_env, returns=EXPENSIVE)
         names = [row.scenario for row in table.rows]
-        assert len(names) == 38
+        assert len(names) == 42
         for expected in (
             "reserve_hotel refused",
+            "reserve_hotel outcome unknown, its fallback refused",
+            "undo of reserve_hotel's fallback fails for good",
             "charge_payment outcome unknown",
             "cancel mid-call: reserve_flight",
             "approval of charge_payment rejected",
@@ -55,6 +60,11 @@ class TestShippedSagas:
         ):
             assert any(name.startswith(expected) for name in names), expected
         assert all(row.ok for row in table.rows)
+        seen = {r.scenario: r.seen for r in table.rows}
+        # The car is optional; the hotel's broker serves when the hotel fails for good.
+        assert seen["reserve_car refused"] == seen["reserve_car outcome unknown"] == "completed"
+        assert seen["reserve_hotel outcome unknown"] == "completed"
+        assert seen["reserve_hotel refused"] == "compensated"  # a refusal: no fallback
         for row in table.rows:  # no saga left running behind the table
             assert row.saga_id is not None
             described = await saga_env.client.get_workflow_handle(row.saga_id).describe()
@@ -189,6 +199,44 @@ class TestFakes:
         assert {c.idempotency_key for c in calls} == {f"{saga_id}/authorize_payment"}
         # The default answer has the real activity's return type, here a Reservation.
         assert state.step("reserve_inventory").output["key"] == f"{saga_id}/reserve_inventory"
+
+    async def test_a_fallback_has_fakes_of_its_own(self, saga_kit: SagaKit) -> None:
+        fakes = Fakes(trip_booking)
+        fakes.step("reserve_hotel").time_out()  # every attempt: the broker serves
+        refused = f"trip-broker-says-no-{uuid.uuid4().hex[:8]}"
+        fakes.fallback("reserve_hotel", saga_id=refused).refuse()  # ...but not this saga
+        async with saga_kit.worker(trip_booking, fakes=fakes) as sagas:
+            served = await sagas.start("trip_booking", TRIP)
+            await sagas.start("trip_booking", TRIP, saga_id=refused)
+            # (The hotel's backoffs, 7 s, take real time here: both sagas wait them together.)
+            state, other = await asyncio.gather(
+                *(sagas.wait_for(saga_id, timeout=30) for saga_id in (served, refused))
+            )
+        assert state.status is SagaStatus.COMPLETED
+        assert state.step("reserve_hotel").served_by == "reserve_hotel_via_broker"
+        calls = fakes.calls(served, step="reserve_hotel")
+        assert [(c.activity, c.fallback, c.attempt, c.outcome) for c in calls] == [
+            *(("reserve_hotel", False, n, "lost") for n in (1, 2, 3, 4)),
+            ("reserve_hotel_via_broker", True, 1, "succeeded"),
+        ]
+        assert other.status is SagaStatus.COMPENSATED
+        undos = fakes.calls(refused, step="reserve_hotel", phase="compensation")
+        # The broker said no: only the hotel's own booking (outcome unknown) is cancelled.
+        assert [(c.activity, c.outcome) for c in undos] == [("cancel_hotel", "succeeded")]
+
+    async def test_breakers_only_when_asked_for(self, saga_kit: SagaKit) -> None:
+        # Off (the default, and always in explore): see docs/testing.md. Asked for: two
+        # failures open the circuit for 3 s; the third attempt (2 s of backoff later) is held
+        # back by it, not counted against the budget, and the probe after it succeeds.
+        fakes = Fakes(order_fulfillment)
+        fakes.step("reserve_inventory").fail(times=2)
+        breakers = OutagePolicy(failure_threshold=2, cooldown=timedelta(seconds=3))
+        async with saga_kit.worker(order_fulfillment, fakes=fakes, outage=breakers) as sagas:
+            saga_id = await sagas.start("order_fulfillment", ORDER)
+            state = await sagas.wait_for(saga_id, timeout=30)
+        assert state.status is SagaStatus.COMPLETED
+        assert len(fakes.calls(saga_id, step="reserve_inventory")) == 3
+        assert state.step("reserve_inventory").attempts > 3
 
 
 @pytest.fixture
