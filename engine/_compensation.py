@@ -51,6 +51,7 @@ class Entry:
     definitely_failed: bool = False  # a business refusal: nothing took effect, nothing to undo
     fallback_served: bool = False  # the step's fallback acted: its compensation undoes it
     fallback_refused: bool = False  # ...or said no: nothing of it to undo, the action's still
+    action_undone: bool = False  # the action the fallback replaced was undone as it served
     span_context: SpanContext = INVALID_SPAN_CONTEXT  # of the step's span, for the undo's link
 
     @property
@@ -65,7 +66,8 @@ class Entry:
         if not self.fallback_served:
             return [(step.compensate, self.output)] if step.compensate else []
         fallback_undo = None if self.fallback_refused else step.fallback_compensate
-        undos = [(fallback_undo, self.output), (step.compensate, None)]
+        action_undo = None if self.action_undone else step.compensate
+        undos = [(fallback_undo, self.output), (action_undo, None)]
         return [(fn, output) for fn, output in undos if fn is not None]
 
     @property
@@ -142,7 +144,23 @@ class CompensationRunner:
             self._log.forget(entry)
             self._record.set_step(entry.state, StepStatus.FAILED_OPTIONAL)
 
-    async def _compensate(self, entry: Entry) -> None:
+    async def undo_replaced_action(self, entry: Entry) -> None:
+        """Undo the action a fallback has just replaced: its outcome is unknown, and a saga
+        that completes keeps the fallback's effect only (else a room booked at the hotel,
+        its answer lost, stays booked beside the broker's). Once undone, the step's undo is
+        the fallback's alone and the step keeps its status (``succeeded``); an undo that
+        fails for good shows as ``compensation_failed`` and stays the saga's to retry if it
+        compensates."""
+        assert entry.step.compensate is not None
+        status = entry.state.status
+        await self._compensate(entry, [(entry.step.compensate, None)])
+        if entry.state.status is StepStatus.COMPENSATED:
+            entry.action_undone = True
+            self._record.set_step(entry.state, status)
+
+    async def _compensate(
+        self, entry: Entry, undos: list[tuple[Callable[..., Any], Any]] | None = None
+    ) -> None:
         record, step, state = self._record, entry.step, entry.state
         comp = state.compensation or CompensationState()
         state.compensation = comp
@@ -159,7 +177,7 @@ class CompensationRunner:
             links=[entry.span_context],
         ) as span:
             try:
-                for undo_fn, output in entry.undos:
+                for undo_fn, output in entry.undos if undos is None else undos:
                     undo: Compensation[Any, Any] = Compensation(
                         saga_id=record.saga_id,
                         step=state.name,

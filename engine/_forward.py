@@ -44,11 +44,13 @@ class ForwardRunner:
         record: SagaRecord,
         log: UndoLog,
         undo_now: Callable[[Entry], Awaitable[None]] | None = None,
+        undo_replaced: Callable[[Entry], Awaitable[None]] | None = None,
     ) -> None:
         self._definition = definition
         self._record = record
         self._log = log
         self._undo_now = undo_now
+        self._undo_replaced = undo_replaced
         self.decisions: dict[str, Decision] = {}
 
     # StageRunner: what SagaRun (the imperative form) reads.
@@ -153,7 +155,7 @@ class ForwardRunner:
         entry.fallback_served = True
         state.served_by = fallback
         try:
-            return await self._attempts(step, step.fallback, entry.arg, state, span)
+            output = await self._attempts(step, step.fallback, entry.arg, state, span)
         except GaveUp as exc:
             if not exc.business_refusal or not workflow.patched("fallback-refused-action-unknown"):
                 raise
@@ -162,6 +164,16 @@ class ForwardRunner:
             # engine.testing's explore: a refused fallback left the action's effect in place).
             entry.fallback_refused = True
             raise GaveUp(str(exc), business_refusal=False) from None
+        if (
+            self._undo_replaced is not None
+            and step.compensate is not None
+            and workflow.patched("undo-replaced-action")
+        ):
+            # The fallback serves; the action it replaced may have acted all the same (found
+            # by engine.testing's explore against the participants: a room held at the hotel
+            # and at the broker by one completed trip). Undo it now, as for an unknown outcome.
+            await self._undo_replaced(entry)
+        return output
 
     async def _attempts(
         self, step: Step, fn: Callable[..., Any], arg: Any, state: StepState, span: Span

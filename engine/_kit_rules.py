@@ -84,11 +84,20 @@ class Run:
         except KeyError:
             return False
 
+    def served_by_fallback(self, step: str) -> bool:
+        return any(c.outcome == "succeeded" for c in self.forward(step, True))
+
+    def undone_at_once(self, step: str, fallback: bool) -> bool:
+        """Effects a saga undoes as it goes on, not when it compensates: a failed optional
+        step's, and the action a fallback replaced (its outcome unknown)."""
+        return self.failed_optional(step) or (not fallback and self.served_by_fallback(step))
+
     def saga_undos(self) -> list[Call]:
-        """The compensation calls of the saga's compensation (a failed optional step's own
-        undo left out)."""
+        """The compensation calls of the saga's compensation (undos at once left out)."""
         return [
-            c for c in self.calls if c.phase == COMPENSATION and not self.failed_optional(c.step)
+            c
+            for c in self.calls
+            if c.phase == COMPENSATION and not self.undone_at_once(c.step, c.fallback)
         ]
 
 
@@ -100,7 +109,8 @@ Rule = Callable[[Run], list[str]]
 
 
 def effects_match_status(run: Run) -> list[str]:
-    """Completed: nothing undone (but a failed optional step that took effect, undone).
+    """Completed: nothing undone but what the saga does not keep (a failed optional step's
+    effect, the action a fallback replaced: those undone once, as the saga went on).
     Compensated: every effect undone exactly once. Failed: nothing was done that needed
     undoing. Counted per activity: a step served by its fallback has two effects (the
     fallback's, and the action's whose outcome is unknown), each undone by its own
@@ -117,17 +127,21 @@ def effects_match_status(run: Run) -> list[str]:
             problems.append(f"{name} was undone {len(done)} times")
         if not run.undoable(step, fallback) or not run.took_effect(step, fallback):
             continue
-        if run.failed_optional(step):
-            if not done:
-                problems.append(f"{name} took effect, failed (optional) and was left active")
+        if run.undone_at_once(step, fallback):
+            if not done and not resolved(run, step):
+                why = "failed (optional)" if run.failed_optional(step) else "was replaced"
+                problems.append(f"{name} took effect, {why} and was left active")
             continue
         if status is SagaStatus.FAILED:
             problems.append(f"failed (nothing to compensate), yet {name} took effect")
-        elif status is SagaStatus.COMPENSATED and not done:
-            resolved = run.state.step(step).status is StepStatus.RESOLVED
-            if not resolved:
-                problems.append(f"{name} took effect and was never undone")
+        elif status is SagaStatus.COMPENSATED and not done and not resolved(run, step):
+            problems.append(f"{name} took effect and was never undone")
     return problems
+
+
+def resolved(run: Run, step: str) -> bool:
+    """An operator resolved the step's compensation by hand."""
+    return run.state.step(step).status is StepStatus.RESOLVED
 
 
 def undone_in_reverse_order(run: Run) -> list[str]:

@@ -74,8 +74,13 @@ class SagaWorkflow:
         _metrics.saga_started(record.saga_type)
         record.publish_soon()
 
+        compensation = self._compensation
         self._forward = ForwardRunner(
-            definition, record, self._log, self._compensation.undo_failed_optional
+            definition,
+            record,
+            self._log,
+            undo_now=compensation.undo_failed_optional,
+            undo_replaced=compensation.undo_replaced_action,
         )
         forward = asyncio.create_task(definition.forward(self._forward))
         await self._wait_for_forward(forward, definition)

@@ -85,6 +85,19 @@ def test_a_fallback_s_effect_is_counted_apart() -> None:
     ]
 
 
+def test_a_completed_saga_keeps_only_the_fallback_s_effect() -> None:
+    served = dict(fallback_undo=frozenset("a"), fallbacks={"a": "a_alt"})
+    kept_both = run(SagaStatus.COMPLETED, call(1, "a", outcome="lost"),
+                    call(3, "a", fallback=True), call(5, "b"), **served)  # fmt: skip
+    kept_both.state.step("a").served_by = "a_alt"
+    assert check_rules(kept_both) == ["effects: a took effect, was replaced and was left active"]
+    replaced = run(SagaStatus.COMPLETED, call(1, "a", outcome="lost"),
+                   call(3, "a", fallback=True), call(5, "a", "compensation"), call(7, "b"),
+                   **served)  # fmt: skip
+    replaced.state.step("a").served_by = "a_alt"
+    assert check_rules(replaced) == []
+
+
 def test_a_failed_optional_step_holds_nothing() -> None:
     left = run(SagaStatus.COMPLETED, call(1, "a", outcome="lost"), call(3, "b"))
     left.state.step("a").status = StepStatus.FAILED_OPTIONAL

@@ -249,9 +249,10 @@ class TestGracefulDegradation:
         saga_id = await start(sagas, "o_degrading", o_book=ALWAYS, o_pay=0)
         state = await finished(sagas, saga_id)
         assert state.status is SagaStatus.COMPENSATED
-        # The fallback's undo, then the action's: its outcome was unknown (it never answered).
+        # The action's undo as the fallback served (its outcome was unknown: it never
+        # answered), then, as the saga compensates, the fallback's.
         undos = [call for call in CALLS[saga_id] if call.startswith("undo_o_book")]
-        assert undos == ["undo_o_book_alt", "undo_o_book"]
+        assert undos == ["undo_o_book", "undo_o_book_alt"]
         assert HELD[saga_id] == set()
 
     async def test_a_refusal_is_not_a_reason_to_fall_back(self, sagas: SagaClient) -> None:
@@ -260,6 +261,20 @@ class TestGracefulDegradation:
         assert state.status is SagaStatus.FAILED
         assert state.step("book").served_by is None
         assert "o_book_alt" not in CALLS[saga_id]
+
+    async def test_the_action_a_fallback_replaced_is_undone_as_it_serves(
+        self, sagas: SagaClient
+    ) -> None:
+        # The hotel took the booking but never answered; the broker booked. Found by
+        # engine.testing's explore against the participants: the completed trip held both.
+        saga_id = await start(sagas, "o_degrading", ["o_book"], o_book=ALWAYS)
+        state = await finished(sagas, saga_id)
+        assert state.status is SagaStatus.COMPLETED
+        book_step = state.step("book")
+        assert (book_step.status, book_step.served_by) == (StepStatus.SUCCEEDED, "o_book_alt")
+        assert book_step.compensation is not None
+        assert book_step.compensation.status.value == "succeeded"
+        assert HELD[saga_id] == {"o_book_alt", "o_extra", "o_pay"}
 
     async def test_a_refused_fallback_leaves_the_actions_unknown_outcome_undone(
         self, sagas: SagaClient

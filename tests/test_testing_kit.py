@@ -155,7 +155,7 @@ class TestRealParticipants:
             trip_booking, TRIP, env=saga_env, returns=None, passthrough=True,
             check=kit_check(participants_url),
         )  # fmt: skip
-        assert len(table.rows) == 38
+        assert len(table.rows) == 42
         assert sum(1 for row in table.rows if row.skipped) == 2  # the approval is not reached
 
 
@@ -267,7 +267,7 @@ class TestCommandLine:
         )
         assert done.returncode == 0, done.stderr
         assert "approval of charge_payment times out" in done.stdout
-        assert "trip_booking: 38 scenarios, 0 failed" in done.stdout
+        assert "trip_booking: 42 scenarios, 0 failed" in done.stdout
 
     def test_replay_recorded_histories(self) -> None:
         files = [str(p) for p in sorted((ROOT / "tests" / "histories").glob("*/*.json"))]
@@ -340,4 +340,4 @@ def test_explore_against_the_participants_from_the_command_line(tmp_path: Path) 
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=180, check=False)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "trip_booking: 38 scenarios (2 skipped), 0 failed" in done.stdout
+    assert "trip_booking: 42 scenarios (2 skipped), 0 failed" in done.stdout
