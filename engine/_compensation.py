@@ -60,7 +60,7 @@ class Entry:
 
         That of whichever action served; when the fallback served, the action's outcome is
         unknown (it failed, but not by a refusal), so its compensation runs too, with no
-        output, as for any unknown outcome.
+        output, as for any unknown outcome (unless it already ran as the fallback served).
         """
         step = self.step
         if not self.fallback_served:

@@ -8,9 +8,12 @@ stage finish first, and whatever they did is compensated with the rest.
 
 Graceful degradation: when the action fails for good, not by a business refusal, the step's
 ``fallback`` runs instead (in the same span, with fresh retries) and the step records that it
-served (``served_by``); undoing the step then runs ``fallback_compensate``, then the action's
-own compensation (its outcome is unknown). An ``optional``
-step that fails ends ``failed_optional`` and the saga goes on without its result.
+served (``served_by``). The action it replaced may have acted all the same (its outcome is
+unknown), so its compensation runs at once: the saga keeps the fallback's effect only, which
+``fallback_compensate`` undoes if the saga compensates. A fallback that refuses leaves the
+action's compensation to the saga. An ``optional`` step that fails ends ``failed_optional``
+and the saga goes on without its result, its possible effect undone at once. (These undos at
+once wait as any compensation does: on a participant that is down, the saga waits for it.)
 """
 
 from __future__ import annotations
