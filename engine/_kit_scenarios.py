@@ -207,7 +207,10 @@ def undo_scenarios(
     compensates it."""
     base = dict(trigger.faults)
     flaky = Behaviour(Fault.FAIL, UNDO_FAULTS, True)
-    for_good = Behaviour(Fault.FAIL, None, False)
+    # For good: refused (the participant says it can no longer be undone), which parks the
+    # saga at once. Transient failures park it too, once the compensation's budget (about an
+    # hour of patient retries) is spent: the same end, 65 attempts later.
+    for_good = Behaviour(Fault.REFUSE, message="the kit refuses to undo")
     phase = FALLBACK_COMPENSATION if fallback else COMPENSATION
     name = f"{step}'s fallback" if fallback else step
     return [

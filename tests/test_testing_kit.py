@@ -218,6 +218,7 @@ class TestFakes:
         assert [(c.activity, c.fallback, c.attempt, c.outcome) for c in calls] == [
             *(("reserve_hotel", False, n, "lost") for n in (1, 2, 3, 4)),
             ("reserve_hotel_via_broker", True, 1, "succeeded"),
+            ("cancel_hotel", False, 1, "succeeded"),  # the replaced action, outcome unknown
         ]
         assert other.status is SagaStatus.COMPENSATED
         undos = fakes.calls(refused, step="reserve_hotel", phase="compensation")
