@@ -23,7 +23,8 @@ it with ``sagas start`` or :class:`SagaClient`. The tiers, as in temporalio:
 * ``engine``: writing and calling sagas (this module);
 * ``engine.worker``: running them (``build_worker``, ``build_replayer``, ``load_modules``);
 * ``engine.store``, ``engine.telemetry``, ``engine.config``: the saga store, traces, logs and
-  metrics, and settings, for the processes that serve them.
+  metrics, and settings, for the processes that serve them;
+* ``engine.testing``: the testing kit (``explore``, activity fakes, a pytest plugin).
 
 Everything not listed in an ``__all__`` is private.
 """

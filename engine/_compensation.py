@@ -50,6 +50,8 @@ class Entry:
     output: Any = None
     definitely_failed: bool = False  # a business refusal: nothing took effect, nothing to undo
     fallback_served: bool = False  # the step's fallback acted: its compensation undoes it
+    fallback_refused: bool = False  # ...or said no: nothing of it to undo, the action's still
+    action_undone: bool = False  # the action the fallback replaced was undone as it served
     span_context: SpanContext = INVALID_SPAN_CONTEXT  # of the step's span, for the undo's link
 
     @property
@@ -58,12 +60,14 @@ class Entry:
 
         That of whichever action served; when the fallback served, the action's outcome is
         unknown (it failed, but not by a refusal), so its compensation runs too, with no
-        output, as for any unknown outcome.
+        output, as for any unknown outcome (unless it already ran as the fallback served).
         """
         step = self.step
         if not self.fallback_served:
             return [(step.compensate, self.output)] if step.compensate else []
-        undos = [(step.fallback_compensate, self.output), (step.compensate, None)]
+        fallback_undo = None if self.fallback_refused else step.fallback_compensate
+        action_undo = None if self.action_undone else step.compensate
+        undos = [(fallback_undo, self.output), (action_undo, None)]
         return [(fn, output) for fn, output in undos if fn is not None]
 
     @property
@@ -89,6 +93,12 @@ class UndoLog:
 
     def to_undo(self) -> list[Entry]:
         return [entry for stage in self.stages_to_undo() for entry in stage]
+
+    def forget(self, entry: Entry) -> None:
+        """Drop an entry already undone (a failed optional step's), so it is undone once."""
+        for stage in self.stages:
+            if entry in stage:
+                stage.remove(entry)
 
 
 class CompensationRunner:
@@ -123,7 +133,34 @@ class CompensationRunner:
                 await asyncio.gather(*(self._compensate(entry) for entry in _failed(to_undo)))
         record.set_phase(SagaStatus.COMPENSATED)
 
-    async def _compensate(self, entry: Entry) -> None:
+    async def undo_failed_optional(self, entry: Entry) -> None:
+        """Undo an optional step that failed with its outcome unknown, as the saga goes on
+        without it: whatever it may hold would otherwise stay held by a completed saga. Once
+        undone it leaves the log and keeps its status (``failed_optional``); an undo that
+        fails for good stays in the log (the saga's compensation, if any, tries it again)
+        and shows as ``compensation_failed``."""
+        await self._compensate(entry)
+        if entry.state.status is StepStatus.COMPENSATED:
+            self._log.forget(entry)
+            self._record.set_step(entry.state, StepStatus.FAILED_OPTIONAL)
+
+    async def undo_replaced_action(self, entry: Entry) -> None:
+        """Undo the action a fallback has just replaced: its outcome is unknown, and a saga
+        that completes keeps the fallback's effect only (else a room booked at the hotel,
+        its answer lost, stays booked beside the broker's). Once undone, the step's undo is
+        the fallback's alone and the step keeps its status (``succeeded``); an undo that
+        fails for good shows as ``compensation_failed`` and stays the saga's to retry if it
+        compensates."""
+        assert entry.step.compensate is not None
+        status = entry.state.status
+        await self._compensate(entry, [(entry.step.compensate, None)])
+        if entry.state.status is StepStatus.COMPENSATED:
+            entry.action_undone = True
+            self._record.set_step(entry.state, status)
+
+    async def _compensate(
+        self, entry: Entry, undos: list[tuple[Callable[..., Any], Any]] | None = None
+    ) -> None:
         record, step, state = self._record, entry.step, entry.state
         comp = state.compensation or CompensationState()
         state.compensation = comp
@@ -140,7 +177,7 @@ class CompensationRunner:
             links=[entry.span_context],
         ) as span:
             try:
-                for undo_fn, output in entry.undos:
+                for undo_fn, output in entry.undos if undos is None else undos:
                     undo: Compensation[Any, Any] = Compensation(
                         saga_id=record.saga_id,
                         step=state.name,

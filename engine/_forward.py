@@ -8,16 +8,19 @@ stage finish first, and whatever they did is compensated with the rest.
 
 Graceful degradation: when the action fails for good, not by a business refusal, the step's
 ``fallback`` runs instead (in the same span, with fresh retries) and the step records that it
-served (``served_by``); undoing the step then runs ``fallback_compensate``, then the action's
-own compensation (its outcome is unknown). An ``optional``
-step that fails ends ``failed_optional`` and the saga goes on without its result.
+served (``served_by``). The action it replaced may have acted all the same (its outcome is
+unknown), so its compensation runs at once: the saga keeps the fallback's effect only, which
+``fallback_compensate`` undoes if the saga compensates. A fallback that refuses leaves the
+action's compensation to the saga. An ``optional`` step that fails ends ``failed_optional``
+and the saga goes on without its result, its possible effect undone at once. (These undos at
+once wait as any compensation does: on a participant that is down, the saga waits for it.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -39,10 +42,19 @@ from engine._tracing import saga_span, set_outcome
 class ForwardRunner:
     """Runs stages of steps for one saga (implements ``engine._definition.StageRunner``)."""
 
-    def __init__(self, definition: SagaDefinition[Any], record: SagaRecord, log: UndoLog) -> None:
+    def __init__(
+        self,
+        definition: SagaDefinition[Any],
+        record: SagaRecord,
+        log: UndoLog,
+        undo_now: Callable[[Entry], Awaitable[None]] | None = None,
+        undo_replaced: Callable[[Entry], Awaitable[None]] | None = None,
+    ) -> None:
         self._definition = definition
         self._record = record
         self._log = log
+        self._undo_now = undo_now
+        self._undo_replaced = undo_replaced
         self.decisions: dict[str, Decision] = {}
         # Steps that finished before the saga continued as new (engine._carry).
         self.resume = Resume()
@@ -95,7 +107,10 @@ class ForwardRunner:
         ):
             await self._wait_for_approval(step, state)
         arg = step.action_input(record.input, record.results)
-        if step.pivot:
+        if step.pivot or step.retriable:
+            # A retriable step is never undone: once one runs, the saga is past its point of
+            # no return even without a pivot (as the definition's checks already hold), so a
+            # cancel or the deadline is refused (found by engine.testing's explore).
             record.pivot_started = True
         entry = Entry(step=step, arg=arg, state=state)
         stage.append(entry)
@@ -114,6 +129,14 @@ class ForwardRunner:
                     record.end_step(state, StepStatus.FAILED_OPTIONAL, error=str(exc))
                     set_outcome(span, "failed_optional", attempts=state.attempts, error=str(exc))
                     record.measure(name, FORWARD, "failed_optional", state.started_at)
+                    if (
+                        self._undo_now is not None
+                        and entry.needs_compensation
+                        and workflow.patched("undo-failed-optional")
+                    ):
+                        # Its outcome is unknown (found by engine.testing's explore): a car
+                        # reserved whose answer was lost would stay held by a completed trip.
+                        await self._undo_now(entry)
                     return None
                 record.end_step(state, StepStatus.FAILED, error=str(exc))
                 set_outcome(span, "failed", attempts=state.attempts, error=str(exc))
@@ -147,7 +170,26 @@ class ForwardRunner:
         workflow.logger.info("fallback serves", extra={"step": state.name, "fallback": fallback})
         entry.fallback_served = True
         state.served_by = fallback
-        return await self._attempts(step, step.fallback, entry.arg, state, span)
+        try:
+            output = await self._attempts(step, step.fallback, entry.arg, state, span)
+        except GaveUp as exc:
+            if not exc.business_refusal or not workflow.patched("fallback-refused-action-unknown"):
+                raise
+            # The fallback said no, so it holds nothing; but the action's outcome is still
+            # unknown (it failed, not by a refusal), so its compensation must run (found by
+            # engine.testing's explore: a refused fallback left the action's effect in place).
+            entry.fallback_refused = True
+            raise GaveUp(str(exc), business_refusal=False) from None
+        if (
+            self._undo_replaced is not None
+            and step.compensate is not None
+            and workflow.patched("undo-replaced-action")
+        ):
+            # The fallback serves; the action it replaced may have acted all the same (found
+            # by engine.testing's explore against the participants: a room held at the hotel
+            # and at the broker by one completed trip). Undo it now, as for an unknown outcome.
+            await self._undo_replaced(entry)
+        return output
 
     async def _attempts(
         self, step: Step, fn: Callable[..., Any], arg: Any, state: StepState, span: Span

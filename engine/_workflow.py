@@ -78,7 +78,14 @@ class SagaWorkflow:
             record.input = definition.validate_input(payload)
         except Exception as exc:
             raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from None
-        self._forward = ForwardRunner(definition, record, self._log)
+        compensation = self._compensation
+        self._forward = ForwardRunner(
+            definition,
+            record,
+            self._log,
+            undo_now=compensation.undo_failed_optional,
+            undo_replaced=compensation.undo_replaced_action,
+        )
         if carry is None:
             for state in definition.initial_step_states(record.saga_id):
                 record.steps[state.name] = state
@@ -224,7 +231,10 @@ class SagaWorkflow:
         if record.past_pivot:
             raise _conflict("the saga is past its pivot step and can only go forward")
         if record.pivot_started:
-            raise _conflict("the pivot step is running; its outcome decides the saga")
+            raise _conflict(
+                "the saga is at its point of no return (its pivot or a retriable step has "
+                "started); it can only go forward"
+            )
         if record.cancel is not None:
             raise _conflict(f"a cancellation is already under way ({record.cancel.reason})")
 

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from engine import _process
+from engine import _kit_cli, _process
 from engine._client import SagaClient, connect
 from engine._definition import SagaDefinition
 from engine._process import CliError, errors_as_messages, run
@@ -371,6 +371,10 @@ def list_sagas(
             typer.echo(f"{s.id}  {s.type}  {s.status}  {started}")
 
     run(show())
+
+
+# The testing kit's explore and the replay gate live in a module of their own.
+_kit_cli.register(app, load, client_for, connection_options)
 
 
 def main() -> None:

@@ -13,12 +13,14 @@ Tests and the chaos and crash suites use it as their oracle; ``sagas check`` run
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
 
 from engine import SagaState, SagaStatus, StepStatus
 from engine.store import FINAL_STATUSES
+from engine.testing import Run
 
 #: Which participant collection each shipped saga's step writes to (its fallback's: below).
 STEP_RECORDS: dict[str, tuple[str, str]] = {
@@ -109,3 +111,14 @@ async def check(states: list[SagaState], participants_url: str) -> list[Mismatch
         for state in states:
             found += compare(state, await all_records(http, state.id))
         return found
+
+
+def kit_check(participants_url: str) -> Callable[[Run], Awaitable[None]]:
+    """The consistency checker as a check of ``sagas explore --participants`` (entry point
+    ``sagas.checks``): each run's records must agree with how its saga ended."""
+
+    async def check_run(run: Run) -> None:
+        mismatches = await check([run.state], participants_url)
+        assert not mismatches, "; ".join(str(m) for m in mismatches)
+
+    return check_run

@@ -101,3 +101,21 @@ def postgres() -> Iterator[str]:
 
     with cluster(free_port()) as url:
         yield url
+
+
+# The testing kit's pytest plugin, as users get it: by its entry point once the package is
+# installed from this pyproject; until then (an older install), loaded here.
+def _kit_plugin_registered() -> bool:
+    # Every distribution, as pytest itself looks (entry_points() keeps only the first of a
+    # name, which may be a stale sagas.egg-info beside the sources).
+    from importlib.metadata import distributions
+
+    return any(
+        e.group == "pytest11" and e.value == "engine._kit_pytest"
+        for dist in distributions()
+        for e in dist.entry_points
+    )
+
+
+if not _kit_plugin_registered():
+    pytest_plugins = ["engine._kit_pytest"]

@@ -29,6 +29,12 @@ WORKER_EXPORTED = {
     "idempotency_key_for", "load_modules", "outage_policy", "registered", "saga_activities",
 }  # fmt: skip
 
+# Testing sagas is a tier of its own too (engine.testing, with its pytest plugin).
+TESTING_EXPORTED = {
+    "Behaviour", "Call", "Check", "Exploration", "ExplorationFailed", "Fakes", "Fault", "Row",
+    "Run", "SagaKit", "StepFake", "explore", "temporal_for_tests",
+}  # fmt: skip
+
 
 class TestFacade:
     """`engine` exports exactly the documented names, and each of them exists."""
@@ -46,6 +52,13 @@ class TestFacade:
         assert set(engine.worker.__all__) == WORKER_EXPORTED
         for name in engine.worker.__all__:
             assert getattr(engine.worker, name) is not None
+
+    def test_the_testing_tier_is_pinned(self) -> None:
+        import engine.testing
+
+        assert set(engine.testing.__all__) == TESTING_EXPORTED
+        for name in engine.testing.__all__:
+            assert getattr(engine.testing, name) is not None
 
     def test_writing_a_saga_loads_neither_the_store_nor_the_worker(self) -> None:
         # A fresh interpreter: this one has long imported everything.
