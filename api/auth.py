@@ -51,14 +51,27 @@ class ApiKey:
 ANONYMOUS = ApiKey("anonymous", b"")
 
 
-def parse_keys(entries: Iterable[SecretStr | str], roles: Iterable[str] = ()) -> list[ApiKey]:
-    keys = []
+def parse_keys(
+    entries: Iterable[SecretStr | str], roles: Iterable[str] = (), *, four_eyes: bool = False
+) -> list[ApiKey]:
+    """The configured keys. A key's name is who acted (operator actions, four eyes, roles):
+    names must be unique, and given explicitly (``name:secret``) wherever they decide
+    something, since a positional ``key-N`` changes when the list is reordered."""
+    keys: list[ApiKey] = []
+    roles = list(roles)
     for number, entry in enumerate(entries, start=1):
         raw = entry.get_secret_value() if isinstance(entry, SecretStr) else entry
         name, secret = split_key(raw)
+        if name is None and (roles or four_eyes):
+            raise ValueError(
+                f"API key number {number} has no name: with roles or four eyes configured, "
+                "give every key one (name:secret)"
+            )
         name = name or f"key-{number}"
         if len(secret) < 16:
             raise ValueError(f"API key {name!r} is shorter than 16 characters")
+        if any(k.name == name for k in keys):
+            raise ValueError(f"two API keys are named {name!r}: a name must tell one caller")
         keys.append(ApiKey(name, secret.encode()))
     given = parse_roles(roles, [k.name for k in keys])
     return [ApiKey(k.name, k.secret, given.get(k.name, ALL_ROLES)) for k in keys]

@@ -53,7 +53,7 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
         raise UnsafeSettings(
             "unsafe for production: SAGAS_API_KEYS is empty (the API would be open to anyone)"
         )
-    keys = parse_keys(settings.api_keys, settings.api_key_roles)
+    keys = parse_keys(settings.api_keys, settings.api_key_roles, four_eyes=settings.api_four_eyes)
     production = settings.environment == "production"
     docs = settings.api_docs if settings.api_docs != "auto" else "key" if production else "open"
     metrics = service.metrics if service is not None else ApiMetrics()

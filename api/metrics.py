@@ -36,9 +36,10 @@ class ApiMetrics:
             ["saga_type", "status"],
             registry=self.registry,
         )
-        self.oldest = Gauge(
-            "sagas_oldest_in_flight_seconds",
-            "Age of the oldest saga not yet final, by type and status (from the saga store).",
+        self.unchanged = Gauge(
+            "sagas_unchanged_seconds",
+            "Sagas not yet final: the longest time one has gone without a change, by type and "
+            "status (from the saga store).",
             ["saga_type", "status"],
             registry=self.registry,
         )

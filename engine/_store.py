@@ -298,12 +298,13 @@ class SagaStore:
         with self.session() as s:
             return {(t, st): int(n) for t, st, n in s.exec(query).all()}
 
-    def oldest_in_flight(self) -> dict[tuple[str, str], datetime]:
-        """When the oldest saga not yet final was created, by (type, status): the age that
-        tells a saga stuck in a status from a busy one (alert rules read it)."""
+    def quietest_in_flight(self) -> dict[tuple[str, str], datetime]:
+        """When the saga that changed least recently last changed, by (type, status), among
+        sagas not yet final: what tells a stuck saga from a busy one. A saga that retries,
+        waits on a circuit or moves on changes; one that no worker moves does not."""
         finals = [s.value for s in FINAL_STATUSES]
         query = (
-            select(SagaRow.type, SagaRow.status, func.min(SagaRow.created_at))
+            select(SagaRow.type, SagaRow.status, func.min(SagaRow.updated_at))
             .where(col(SagaRow.status).not_in(finals))
             .group_by(col(SagaRow.type), col(SagaRow.status))
         )

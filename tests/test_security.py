@@ -340,6 +340,17 @@ class TestRoles:
         with pytest.raises(ValueError, match="no API key is named 'nobody'"):
             parse_keys([READER], ["nobody:read"])
 
+    def test_key_names_tell_one_caller(self) -> None:
+        """Roles, four eyes and the record of who acted go by a key's name."""
+        secret = "s" * 40
+        with pytest.raises(ValueError, match="two API keys are named 'ops'"):
+            parse_keys([f"ops:{secret}", f"ops:{secret[:-1]}x"])
+        with pytest.raises(ValueError, match="API key number 2 has no name"):
+            parse_keys([READER, secret], four_eyes=True)
+        with pytest.raises(ValueError, match="API key number 2 has no name"):
+            parse_keys([READER, secret], ["reader:read"])
+        assert [k.name for k in parse_keys([secret, secret + "y"])] == ["key-1", "key-2"]
+
 
 # ------------------------------------------------------------------ 7. secrets in settings
 

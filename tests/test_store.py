@@ -151,16 +151,20 @@ class TestIdempotencyKeys:
 
 
 class TestInFlight:
-    def test_the_oldest_saga_of_each_status_gives_the_age_alerts_watch(
+    def test_the_quietest_saga_of_each_status_tells_how_long_nothing_moved(
         self, store: SagaStore
     ) -> None:
         long_ago = datetime(2026, 1, 1, tzinfo=UTC)
-        for saga_id, at in [("old", long_ago), ("new", datetime.now(UTC)), ("done", long_ago)]:
-            store.claim(saga_id=saga_id, saga_type="t", input={}, key=None, fingerprint="f",
-                        trace_id=None, created_at=at)  # fmt: skip
-        store.apply([(state("done", SagaStatus.COMPLETED), 2)])
+        store.apply([
+            (state("stuck", SagaStatus.RUNNING, at=long_ago), 3),
+            (state("busy", SagaStatus.RUNNING), 7),
+            (state("done", SagaStatus.COMPLETED, at=long_ago), 9),
+        ])  # fmt: skip
         assert store.in_flight() == {("t", "running"): 2}
-        assert store.oldest_in_flight() == {("t", "running"): long_ago}
+        assert store.quietest_in_flight() == {("t", "running"): long_ago}
+        store.apply([(state("stuck", SagaStatus.RUNNING), 4)])  # it moved on
+        (quiet,) = store.quietest_in_flight().values()
+        assert quiet > long_ago
 
 
 class TestSnapshots:

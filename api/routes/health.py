@@ -41,11 +41,11 @@ async def metrics(service: ServiceDep) -> Response:
     service.metrics.in_flight.clear()
     for (saga_type, status), count in in_flight.items():
         service.metrics.in_flight.labels(saga_type, status).set(count)
-    oldest = await asyncio.to_thread(service.store.oldest_in_flight)
-    service.metrics.oldest.clear()
+    quietest = await asyncio.to_thread(service.store.quietest_in_flight)
+    service.metrics.unchanged.clear()
     now = datetime.now(UTC)
-    for (saga_type, status), created in oldest.items():
-        age = (now - created).total_seconds()
-        service.metrics.oldest.labels(saga_type, status).set(age)
+    for (saga_type, status), changed in quietest.items():
+        quiet = (now - changed).total_seconds()
+        service.metrics.unchanged.labels(saga_type, status).set(quiet)
     body = generate_latest(service.metrics.registry) + generate_latest(REGISTRY)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
