@@ -41,6 +41,12 @@ class Size:
     kills: int = 0  # worker kills (crash suite)
     outage: float = 0  # seconds a component is down
 
+    @property
+    def patience(self) -> float:
+        """How long the suite waits for every saga to end once the starts are done: the
+        long forms run a thousand sagas through faults on two busy cores."""
+        return 240 + 1.5 * self.sagas
+
     def __str__(self) -> str:
         return f"{self.sagas}-sagas"
 
@@ -91,7 +97,7 @@ async def test_crashes_lose_nothing_and_duplicate_nothing(tmp_path: Path, size: 
         await break_while_starting(stack, span=size.sagas / size.rate, worker_kills=size.kills)
         await load
         sagas = await client_of(stack)
-        states = await final_states(sagas, list(run.ids.values()), timeout=240)
+        states = await final_states(sagas, list(run.ids.values()), timeout=size.patience)
         verdict = await judge(states, stack.participants_url)
         started = (await sagas.client.count_workflows()).count
 
@@ -112,7 +118,7 @@ async def test_transient_faults_and_refusals_end_by_the_rules(tmp_path: Path, si
     with running_stack(tmp_path, SAGAS_PARTICIPANTS_FAULT_RATE="0.2") as stack:
         run = await start_all(stack.api_url, inputs, rate=size.rate, run=Run())
         sagas = await client_of(stack)
-        states = await final_states(sagas, list(run.ids.values()), timeout=600)
+        states = await final_states(sagas, list(run.ids.values()), timeout=size.patience)
         verdict = await judge(states, stack.participants_url)
 
     print(f"faults: {size.sagas} sagas, 20 % transient faults, 10 % refused; {verdict}")
@@ -140,7 +146,7 @@ async def test_sagas_go_on_while_the_store_is_down(tmp_path: Path, size: Size) -
             await asyncio.to_thread(database.start)
             await load
             sagas = await client_of(stack)
-            states = await final_states(sagas, list(run.ids.values()), timeout=240)
+            states = await final_states(sagas, list(run.ids.values()), timeout=size.patience)
             verdict = await judge(states, stack.participants_url)
             lagging = await store_lag(stack.api_url, states, timeout=60)
 
@@ -198,7 +204,7 @@ async def test_an_outage_of_the_participants_costs_time_not_outcomes(
         await asyncio.to_thread(stack.start, "participants")
         await load
         sagas = await client_of(stack)
-        states = await final_states(sagas, list(run.ids.values()), timeout=600)
+        states = await final_states(sagas, list(run.ids.values()), timeout=size.patience)
         verdict = await judge(states, stack.participants_url)
         async with httpx.AsyncClient() as http:
             metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
