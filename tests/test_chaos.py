@@ -53,7 +53,7 @@ class Size:
 
 def sizes(short: Size, long: Size) -> pytest.MarkDecorator:
     return pytest.mark.parametrize(
-        "size", [short, pytest.param(long, marks=[pytest.mark.slow, pytest.mark.timeout(1800)])],
+        "size", [short, pytest.param(long, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])],
         ids=str,
     )  # fmt: skip
 
