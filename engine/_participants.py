@@ -180,7 +180,12 @@ class ParticipantGuard(Interceptor):
         try:
             result = await run()
         except asyncio.CancelledError:
-            breaker.released()
+            if _timed_out():
+                # Temporal timed the call out and the worker cancelled it: the participant
+                # took the call and never answered, which is a failure like a 5xx.
+                self._note(breaker.failed(self._clock()))
+            else:
+                breaker.released()  # a cancel request, a worker shutdown: nothing learnt
             raise
         except ApplicationError as exc:
             # A business refusal is an answer: the participant is up.
@@ -207,6 +212,20 @@ class ParticipantGuard(Interceptor):
             fields["retry_after_seconds"] = breaker.cooldown
         logger.warning(f"circuit {transition.new.value}", **fields)
         self._gauge(transition.participant, transition.new)
+
+
+def _timed_out() -> bool:
+    """Whether the running activity was cancelled because Temporal timed it out.
+
+    Start-to-close and heartbeat timeouts come as ``timed_out``. ``not_found`` (the server no
+    longer knows the attempt), a cancel request, a pause, a reset or a worker shutdown say
+    nothing certain about the participant and stay neutral.
+    """
+    try:
+        details = activity.cancellation_details()
+    except RuntimeError:  # not in an activity (the guard's unit tests)
+        return False
+    return details is not None and details.timed_out
 
 
 def _refused(kind: str, name: str, retry_after: float, message: str) -> ApplicationError:

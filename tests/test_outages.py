@@ -325,6 +325,77 @@ class TestGracefulDegradation:
         assert HELD[saga_id] == {"o_book", "o_pay"}
 
 
+# ------------------------------------------------------------------ timeouts
+
+#: How the calls to the hanging participant ended, as the activity saw them.
+HUNG: list[str] = []
+
+
+@participant("silent")
+@activity.defn(name="o_hang")
+async def hang(job: Job) -> str:
+    """A participant that accepts the call and never answers."""
+    try:
+        if job.n == 2:
+            activity.heartbeat()  # once: then silence, until the heartbeat timeout
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        details = activity.cancellation_details()
+        HUNG.append("timed_out" if details is not None and details.timed_out else str(details))
+        raise
+    return "answered"
+
+
+hanging = Saga(
+    "o_hanging",
+    input=Job,
+    steps=[Step(hang, name="hang", retry=policy(0), start_to_close=timedelta(seconds=1))],
+)
+hanging_heartbeat = Saga(
+    "o_hanging_heartbeat",
+    input=Job,
+    steps=[
+        Step(hang, name="hang", retry=policy(0), start_to_close=timedelta(seconds=30),
+             heartbeat=timedelta(seconds=1)),
+    ],
+)  # fmt: skip
+
+
+class TestTimeouts:
+    """A participant that never answers opens its circuit: Temporal's timeouts are failures."""
+
+    @pytest.mark.parametrize(("saga_type", "n"), [("o_hanging", 1), ("o_hanging_heartbeat", 2)])
+    async def test_timed_out_calls_open_the_circuit(
+        self, dev_env: WorkflowEnvironment, saga_type: str, n: int
+    ) -> None:
+        HUNG.clear()
+        task_queue = f"timeouts-{uuid.uuid4()}"
+        outage = OutagePolicy(failure_threshold=2, cooldown=timedelta(seconds=60))
+        worker = build_worker(
+            dev_env.client, task_queue=task_queue, sagas=[hanging, hanging_heartbeat],
+            outage=outage,
+        )  # fmt: skip
+        async with worker:
+            sagas = SagaClient(dev_env.client, task_queue=task_queue)
+            saga_id = f"{saga_type}-{uuid.uuid4().hex[:10]}"
+            with capture_logs() as logs:
+                await sagas.start(saga_type, {"n": n}, saga_id=saga_id)
+                waiting = await sagas.wait_for(
+                    saga_id, until=lambda s: s.step("hang").waiting is not None, timeout=30,
+                    interval=0.1,
+                )  # fmt: skip
+            await sagas.client.get_workflow_handle(saga_id).terminate("test over")
+        wait = waiting.step("hang").waiting
+        assert wait is not None
+        assert (wait.participant, wait.reason) == ("silent", "circuit_open")
+        # The worker cancels a timed-out call a few seconds after Temporal timed it out (its
+        # grace period), so more attempts may have started by then: they are refused once
+        # the second cancellation has opened the circuit.
+        assert HUNG[:2] == ["timed_out", "timed_out"]
+        events = [e["event"] for e in logs if e.get("participant") == "silent"]
+        assert events == ["circuit open"]
+
+
 # ------------------------------------------------------------------ bulkheads
 
 RELEASE: dict[str, asyncio.Event] = {}
