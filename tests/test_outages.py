@@ -242,6 +242,52 @@ class TestCircuitBreaker:
         assert HELD[saga_id] == set()
 
 
+class TestLongOutage:
+    """A compensation rides out days of outage within Temporal's history limits."""
+
+    @staticmethod
+    def waits(counter: Any, outage_days: float) -> list[timedelta]:
+        """The waits of one step on a circuit that stays open (a 10 s cool-down)."""
+        import random
+        from unittest import mock
+
+        from opentelemetry.trace import INVALID_SPAN
+
+        from engine._outage import OutageWait
+        from engine._participants import Refusal
+
+        wait = OutageWait(counter, INVALID_SPAN, None, lambda: None)
+        refusal = Refusal("payments", "circuit_open", timedelta(seconds=10))
+        waits: list[timedelta] = []
+        with mock.patch("engine._outage.workflow.random", return_value=random.Random(7)):
+            while wait.waited < timedelta(days=outage_days):
+                # Each wait is one refusal; a failed probe in between starts a new
+                # ParticipantWait (refusals back to 1): the backoff must survive it.
+                waits.append(wait._delay(refusal, refusals=1))
+                wait.waited += waits[-1]
+        return waits
+
+    def test_a_compensations_waits_double_up_to_the_cap(self) -> None:
+        from engine import CompensationState
+
+        waits = self.waits(CompensationState(), outage_days=3)
+        assert timedelta(seconds=10) <= waits[0] <= timedelta(seconds=12)
+        assert waits[3] >= timedelta(seconds=40)  # 10, 10+, 20+, 40+...
+        assert max(waits) <= timedelta(minutes=6)  # the cap, plus its jitter
+        assert min(waits[20:]) >= timedelta(minutes=5)
+        # Three days of outage in under a thousand waits: at ~11 history events each (and
+        # as many again for a failed probe after each), far below the 51,200 events limit.
+        assert len(waits) < 1000
+
+    def test_a_forward_step_keeps_to_the_cool_down(self) -> None:
+        # Its patience bounds it (or, retriable, it continues as new): no need to back off.
+        from engine import StepState
+
+        step = StepState(name="pay", kind="retriable", idempotency_key="s/pay")
+        waits = self.waits(step, outage_days=0.01)
+        assert max(waits) <= timedelta(seconds=12)
+
+
 class TestGracefulDegradation:
     """A fallback serves when a step fails for good; an optional step may fail."""
 
