@@ -1,7 +1,7 @@
 """A circuit breaker for one participant: the pure state machine, with no clock of its own.
 
     closed ──(threshold consecutive transient failures)──> open
-    open ──(cool-down over, a call arrives)──> half-open: that call is the probe
+    open ──(cool-down over)──> half-open: the next call is the probe
     half-open ──(probe succeeds)──> closed
     half-open ──(probe fails)──> open again, for another cool-down
 
@@ -9,7 +9,9 @@ While open (and while a half-open probe is out) calls are refused with the time 
 try again, so a saga can wait for that long on a durable timer instead of spending its retry
 budget on a participant known to be down. A business refusal is an answer: the participant is
 up, so it counts as a success here. Every method takes ``now`` (monotonic seconds), which
-keeps the machine deterministic and unit-testable.
+keeps the machine deterministic and unit-testable. The cool-down ends on the first of a call
+(``admit``) or the worker's periodic ``tick``, so that the state (and its gauge) does not stay
+open for ever on a worker that gets no more calls for the participant.
 """
 
 from __future__ import annotations
@@ -60,18 +62,23 @@ class Breaker:
         """
         if self.state is CircuitState.CLOSED:
             return None, None
+        transition = self.tick(now)
         if self.state is CircuitState.OPEN:
-            if now < self.open_until:
-                return self.open_until, None
-            transition = self._move(CircuitState.HALF_OPEN)
-            self._probe_out = True
-            return None, transition
+            return self.open_until, None
         # Half-open: one probe at a time; the others come back after a cool-down (by then the
         # probe has decided, and a closed circuit lets them through).
         if self._probe_out:
-            return now + self.cooldown, None
+            return now + self.cooldown, transition
         self._probe_out = True
-        return None, None
+        return None, transition
+
+    def tick(self, now: float) -> Transition | None:
+        """Time passes: an open circuit whose cool-down is over is half-open (the next call
+        is its probe)."""
+        if self.state is CircuitState.OPEN and now >= self.open_until:
+            self._probe_out = False
+            return self._move(CircuitState.HALF_OPEN)
+        return None
 
     def succeeded(self) -> Transition | None:
         """The participant answered (a success or a business refusal)."""

@@ -24,6 +24,9 @@ from engine._state import CompensationState, ParticipantWait, StepState
 _JITTER = 0.2
 # Successive refusals by a full bulkhead wait 1, 2, 4... times its retry delay, up to this.
 _BULKHEAD_BACKOFF_CAP = 16
+# A compensation refused by an open circuit waits at least as long as it has waited so far
+# (its waits double from the cool-down), up to this (plus jitter): see ``OutageWait._delay``.
+COMPENSATION_WAIT_CAP = timedelta(minutes=5)
 
 
 class OutageExhausted(Exception):
@@ -92,6 +95,16 @@ class OutageWait:
             # The guard cannot tell when a slot frees: back off, so that many waiting sagas
             # do not keep a busy worker busier with refused calls.
             delay *= min(2 ** (refusals - 1), _BULKHEAD_BACKOFF_CAP)
+        elif isinstance(self._counter, CompensationState):
+            # A compensation waits on an open circuit without limit and never continues as
+            # new: at one refused attempt and one timer per cool-down (~11 history events per
+            # 10 s), an outage of ~14 h would take it past Temporal's history limit. So each
+            # wait lasts at least as long as all the waits before it (doubling from the
+            # cool-down; ``waited`` spans the failed probes in between, which start a new
+            # ``ParticipantWait``), up to the cap: days of outage fit (docs/operations.md).
+            # Forward steps keep to the cool-down: their patience bounds them, and they can
+            # continue as new.
+            delay = max(delay, min(self.waited, COMPENSATION_WAIT_CAP))
         delay *= 1 + _JITTER * workflow.random().random()
         if self._patience is not None:
             delay = min(delay, self._patience - self.waited)

@@ -15,7 +15,11 @@ The saga's attempt loop recognises both refusals (:func:`participant_refusal`): 
 durable timer and tries again, without spending the step's retry budget.
 
 Breaker transitions are logged (``circuit opened`` / ``half_open`` / ``closed``) and set the
-``sagas_circuit_state{participant}`` gauge (0 closed, 1 half-open, 2 open).
+``sagas_circuit_state{participant}`` gauge (0 closed, 1 half-open, 2 open). While the worker
+runs (:meth:`ParticipantGuard.running`, installed by ``build_worker``), the guard ticks its
+breakers every second or so: an open circuit whose cool-down is over turns half-open even if no
+call comes to probe it, so the gauge (and the ``SagaCircuitOpen`` alert) does not stay at open
+on a worker that no longer calls the participant.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -45,6 +50,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CIRCUIT_OPEN = "CircuitOpen"
 BULKHEAD_FULL = "BulkheadFull"
+# How often, at most, a running worker moves breakers whose cool-down is over to half-open.
+_TICK_SECONDS = 1.0
 _ATTRIBUTE = "__saga_participant__"
 
 logger = structlog.get_logger("engine.participants")
@@ -162,6 +169,29 @@ class ParticipantGuard(Interceptor):
             )
         gauge.set(state.gauge)
 
+    def tick(self) -> None:
+        """Move every breaker whose cool-down is over to half-open (and its gauge)."""
+        now = self._clock()
+        for breaker in list(self._breakers.values()):
+            self._note(breaker.tick(now))
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Tick the breakers while the block (the worker) runs."""
+        period = min(_TICK_SECONDS, self.policy.cooldown.total_seconds())
+
+        async def tick_forever() -> None:
+            while True:
+                await asyncio.sleep(period)
+                self.tick()
+
+        task = asyncio.create_task(tick_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     def in_flight(self, name: str) -> int:
         return self._in_flight.get(name, 0)
 
@@ -180,7 +210,12 @@ class ParticipantGuard(Interceptor):
         try:
             result = await run()
         except asyncio.CancelledError:
-            breaker.released()
+            if _timed_out():
+                # Temporal timed the call out and the worker cancelled it: the participant
+                # took the call and never answered, which is a failure like a 5xx.
+                self._note(breaker.failed(self._clock()))
+            else:
+                breaker.released()  # a cancel request, a worker shutdown: nothing learnt
             raise
         except ApplicationError as exc:
             # A business refusal is an answer: the participant is up.
@@ -207,6 +242,20 @@ class ParticipantGuard(Interceptor):
             fields["retry_after_seconds"] = breaker.cooldown
         logger.warning(f"circuit {transition.new.value}", **fields)
         self._gauge(transition.participant, transition.new)
+
+
+def _timed_out() -> bool:
+    """Whether the running activity was cancelled because Temporal timed it out.
+
+    Start-to-close and heartbeat timeouts come as ``timed_out``. ``not_found`` (the server no
+    longer knows the attempt), a cancel request, a pause, a reset or a worker shutdown say
+    nothing certain about the participant and stay neutral.
+    """
+    try:
+        details = activity.cancellation_details()
+    except RuntimeError:  # not in an activity (the guard's unit tests)
+        return False
+    return details is not None and details.timed_out
 
 
 def _refused(kind: str, name: str, retry_after: float, message: str) -> ApplicationError:

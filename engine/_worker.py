@@ -85,6 +85,12 @@ def build_worker(
     if any(not inspect.iscoroutinefunction(fn) for fn in activities):
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent_activities)
     plugins = list(worker_options.pop("plugins", ()))
+    # Each guard's breakers leave their open state as their cool-down ends, call or no call.
+    guards = [i for i in interceptors if isinstance(i, ParticipantGuard)]
+    plugins += [
+        SimplePlugin(f"sagas.circuit-breakers-{n}", run_context=g.running)
+        for n, g in enumerate(guards)
+    ]
     if store is not None:
         plugins.append(projection_plugin(Projector(store, client, task_queue)))
     return Worker(

@@ -100,6 +100,66 @@ async def _ok() -> str:
     return "ok"
 
 
+class TestTick:
+    """Time alone ends the cool-down: the state (and its gauge) does not stay open for ever."""
+
+    def test_tick_moves_an_open_circuit_to_half_open_once_its_cool_down_is_over(self) -> None:
+        b = Breaker("payments", threshold=1, cooldown=10)
+        b.failed(0)
+        assert b.tick(9) is None
+        assert b.state is CircuitState.OPEN
+        transition = b.tick(10)
+        assert transition is not None
+        assert (transition.old, transition.new) == (CircuitState.OPEN, CircuitState.HALF_OPEN)
+        assert b.tick(11) is None  # once
+        assert b.admit(11) == (None, None)  # the next call is the probe...
+        assert b.admit(11.5) == (21.5, None)  # ...and only it
+
+    def test_tick_leaves_closed_and_half_open_circuits_alone(self) -> None:
+        b = Breaker("payments", threshold=1, cooldown=10)
+        assert b.tick(100) is None
+        b.failed(0)
+        b.admit(10)  # the probe is out
+        assert b.tick(30) is None
+        assert b.state is CircuitState.HALF_OPEN
+
+    async def test_a_running_guard_moves_its_gauge_without_calls(self) -> None:
+        gauge = _Gauge()
+        guard = ParticipantGuard(
+            {}, OutagePolicy(failure_threshold=1, cooldown=timedelta(milliseconds=50)),
+            meter=gauge,  # type: ignore[arg-type]
+        )  # fmt: skip
+        with capture_logs() as logs:
+            async with guard.running():
+                with pytest.raises(ApplicationError):
+                    await guard.call("payments", _fail)
+                assert gauge.values["payments"] == 2
+                for _ in range(100):
+                    if gauge.values["payments"] != 2:
+                        break
+                    await asyncio.sleep(0.01)
+        assert gauge.values["payments"] == 1
+        assert guard.breaker("payments").state is CircuitState.HALF_OPEN
+        assert [e["event"] for e in logs] == ["circuit open", "circuit half_open"]
+
+
+class _Gauge:
+    """A stand-in for the runtime's meter, recording the circuit gauge per participant."""
+
+    def __init__(self, attributes: dict[str, str] | None = None, values: Any = None) -> None:
+        self.attributes = attributes or {}
+        self.values: dict[str, int] = {} if values is None else values
+
+    def create_gauge(self, *args: Any) -> _Gauge:
+        return self
+
+    def with_additional_attributes(self, attributes: dict[str, str]) -> _Gauge:
+        return _Gauge(attributes, self.values)
+
+    def set(self, value: int) -> None:
+        self.values[self.attributes["participant"]] = value
+
+
 class TestGuard:
     """The worker's guard: fails fast with CircuitOpen / BulkheadFull, counts outcomes."""
 

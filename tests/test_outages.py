@@ -132,7 +132,10 @@ degrading = Saga(
         Step(pay, compensate=unpay, name="pay", retry=policy(2)),
     ],
 )  # fmt: skip
-SAGAS: Sequence[SagaDefinition[Any]] = [pay_four_times, impatient, undo_waits, degrading]
+tried_once = Saga("o_tried_once", input=Job, steps=[Step(extra, name="extra", retry=policy(1))])
+SAGAS: Sequence[SagaDefinition[Any]] = [
+    pay_four_times, impatient, undo_waits, degrading, tried_once,
+]  # fmt: skip
 
 
 async def saga_client(
@@ -239,6 +242,52 @@ class TestCircuitBreaker:
         assert HELD[saga_id] == set()
 
 
+class TestLongOutage:
+    """A compensation rides out days of outage within Temporal's history limits."""
+
+    @staticmethod
+    def waits(counter: Any, outage_days: float) -> list[timedelta]:
+        """The waits of one step on a circuit that stays open (a 10 s cool-down)."""
+        import random
+        from unittest import mock
+
+        from opentelemetry.trace import INVALID_SPAN
+
+        from engine._outage import OutageWait
+        from engine._participants import Refusal
+
+        wait = OutageWait(counter, INVALID_SPAN, None, lambda: None)
+        refusal = Refusal("payments", "circuit_open", timedelta(seconds=10))
+        waits: list[timedelta] = []
+        with mock.patch("engine._outage.workflow.random", return_value=random.Random(7)):
+            while wait.waited < timedelta(days=outage_days):
+                # Each wait is one refusal; a failed probe in between starts a new
+                # ParticipantWait (refusals back to 1): the backoff must survive it.
+                waits.append(wait._delay(refusal, refusals=1))
+                wait.waited += waits[-1]
+        return waits
+
+    def test_a_compensations_waits_double_up_to_the_cap(self) -> None:
+        from engine import CompensationState
+
+        waits = self.waits(CompensationState(), outage_days=3)
+        assert timedelta(seconds=10) <= waits[0] <= timedelta(seconds=12)
+        assert waits[3] >= timedelta(seconds=40)  # 10, 10+, 20+, 40+...
+        assert max(waits) <= timedelta(minutes=6)  # the cap, plus its jitter
+        assert min(waits[20:]) >= timedelta(minutes=5)
+        # Three days of outage in under a thousand waits: at ~11 history events each (and
+        # as many again for a failed probe after each), far below the 51,200 events limit.
+        assert len(waits) < 1000
+
+    def test_a_forward_step_keeps_to_the_cool_down(self) -> None:
+        # Its patience bounds it (or, retriable, it continues as new): no need to back off.
+        from engine import StepState
+
+        step = StepState(name="pay", kind="retriable", idempotency_key="s/pay")
+        waits = self.waits(step, outage_days=0.01)
+        assert max(waits) <= timedelta(seconds=12)
+
+
 class TestGracefulDegradation:
     """A fallback serves when a step fails for good; an optional step may fail."""
 
@@ -323,6 +372,77 @@ class TestGracefulDegradation:
         assert state.step("extra").status is StepStatus.FAILED_OPTIONAL
         assert "extra" not in (state.result or {})
         assert HELD[saga_id] == {"o_book", "o_pay"}
+
+
+# ------------------------------------------------------------------ timeouts
+
+#: How the calls to the hanging participant ended, as the activity saw them.
+HUNG: list[str] = []
+
+
+@participant("silent")
+@activity.defn(name="o_hang")
+async def hang(job: Job) -> str:
+    """A participant that accepts the call and never answers."""
+    try:
+        if job.n == 2:
+            activity.heartbeat()  # once: then silence, until the heartbeat timeout
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        details = activity.cancellation_details()
+        HUNG.append("timed_out" if details is not None and details.timed_out else str(details))
+        raise
+    return "answered"
+
+
+hanging = Saga(
+    "o_hanging",
+    input=Job,
+    steps=[Step(hang, name="hang", retry=policy(0), start_to_close=timedelta(seconds=1))],
+)
+hanging_heartbeat = Saga(
+    "o_hanging_heartbeat",
+    input=Job,
+    steps=[
+        Step(hang, name="hang", retry=policy(0), start_to_close=timedelta(seconds=30),
+             heartbeat=timedelta(seconds=1)),
+    ],
+)  # fmt: skip
+
+
+class TestTimeouts:
+    """A participant that never answers opens its circuit: Temporal's timeouts are failures."""
+
+    @pytest.mark.parametrize(("saga_type", "n"), [("o_hanging", 1), ("o_hanging_heartbeat", 2)])
+    async def test_timed_out_calls_open_the_circuit(
+        self, dev_env: WorkflowEnvironment, saga_type: str, n: int
+    ) -> None:
+        HUNG.clear()
+        task_queue = f"timeouts-{uuid.uuid4()}"
+        outage = OutagePolicy(failure_threshold=2, cooldown=timedelta(seconds=60))
+        worker = build_worker(
+            dev_env.client, task_queue=task_queue, sagas=[hanging, hanging_heartbeat],
+            outage=outage,
+        )  # fmt: skip
+        async with worker:
+            sagas = SagaClient(dev_env.client, task_queue=task_queue)
+            saga_id = f"{saga_type}-{uuid.uuid4().hex[:10]}"
+            with capture_logs() as logs:
+                await sagas.start(saga_type, {"n": n}, saga_id=saga_id)
+                waiting = await sagas.wait_for(
+                    saga_id, until=lambda s: s.step("hang").waiting is not None, timeout=30,
+                    interval=0.1,
+                )  # fmt: skip
+            await sagas.client.get_workflow_handle(saga_id).terminate("test over")
+        wait = waiting.step("hang").waiting
+        assert wait is not None
+        assert (wait.participant, wait.reason) == ("silent", "circuit_open")
+        # The worker cancels a timed-out call a few seconds after Temporal timed it out (its
+        # grace period), so more attempts may have started by then: they are refused once
+        # the second cancellation has opened the circuit.
+        assert HUNG[:2] == ["timed_out", "timed_out"]
+        events = [e["event"] for e in logs if e.get("participant") == "silent"]
+        assert events == ["circuit open"]
 
 
 # ------------------------------------------------------------------ bulkheads
@@ -419,21 +539,22 @@ class TestBulkRetry:
             assert CliRunner().invoke(app, args).exit_code == 2, args
 
 
-async def test_the_circuit_state_is_a_metric(dev_env: WorkflowEnvironment) -> None:
+def circuit_state(participant_name: str = "payments") -> list[float]:
     from prometheus_client import REGISTRY, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
+    return [
+        sample.value
+        for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+        for sample in family.samples
+        if sample.name == "sagas_circuit_state"
+        and sample.labels.get("participant") == participant_name
+    ]
+
+
+async def test_the_circuit_state_is_a_metric(dev_env: WorkflowEnvironment) -> None:
     from engine import connect
     from engine.telemetry import exporting_metrics, temporal_runtime
-
-    def circuit_state() -> list[float]:
-        return [
-            sample.value
-            for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
-            for sample in family.samples
-            if sample.name == "sagas_circuit_state"
-            and sample.labels.get("participant") == "payments"
-        ]
 
     client = await connect(dev_env.client.service_client.config.target_host,
                            runtime=temporal_runtime())  # fmt: skip
@@ -450,6 +571,21 @@ async def test_the_circuit_state_is_a_metric(dev_env: WorkflowEnvironment) -> No
             assert (await finished(sagas, saga_id)).status is SagaStatus.COMPLETED
             await asyncio.sleep(1.5)
             assert circuit_state() == [0]  # closed again by the probe
+
+            # A saga fails for good at its first failure, which opens another circuit; nothing
+            # calls that participant afterwards. The gauge must still leave "open" once the
+            # cool-down is over, or SagaCircuitOpen fires for as long as the worker runs.
+            # (Here, not in a test of its own: the exporter, restarted, exports nothing new.)
+            saga_id = await start(sagas, "o_tried_once", o_extra=ALWAYS)
+            assert (await finished(sagas, saga_id)).status is SagaStatus.FAILED
+            await asyncio.sleep(1.5)
+            assert circuit_state("extras") == [2]  # open
+            for _ in range(80):
+                if circuit_state("extras") != [2]:
+                    break
+                await asyncio.sleep(0.1)
+            assert circuit_state("extras") == [1]  # half-open: the next call is the probe
+            assert CALLS[saga_id] == ["o_extra"]
 
 
 async def _with(client: Any, outage: OutagePolicy) -> AsyncIterator[SagaClient]:
