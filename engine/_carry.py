@@ -36,8 +36,18 @@ from engine._state import CancelRequest, Decision, SagaStatus, StepState, StepSt
 from engine._step import Step
 from engine._step_info import FORWARD
 
-#: The statuses of a step that has finished its forward phase.
-FINISHED = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED})
+#: The statuses of a step that has finished its forward phase. In the forward phase an
+#: optional step that failed may also show its immediate undo's end (``compensation_failed``,
+#: or ``resolved`` by an operator): it finished too (``finished``).
+FINISHED = frozenset(
+    {StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.FAILED_OPTIONAL}
+)
+_UNDONE_OPTIONAL = frozenset({StepStatus.COMPENSATION_FAILED, StepStatus.RESOLVED})
+
+
+def finished(step: Step, state: StepState) -> bool:
+    """Whether ``step`` finished its forward phase in an earlier run (so is replayed)."""
+    return state.status in FINISHED or (step.optional and state.status in _UNDONE_OPTIONAL)
 
 
 class CarriedEntry(BaseModel):
@@ -97,7 +107,7 @@ def capture(
     for stage in log.stages:
         for entry in stage:
             # A running step rebuilds its entry when it runs again; a finished one is replayed.
-            if entry.state.status in FINISHED:
+            if finished(entry.step, entry.state):
                 context = entry.span_context
                 entries[entry.state.name] = CarriedEntry(
                     definitely_failed=entry.definitely_failed,
@@ -175,6 +185,8 @@ class Resume:
             )
         if state.status is StepStatus.FAILED:
             raise StepFailed(name, state.error or "failed")
+        # An optional step that failed (its immediate undo done, failed or resolved) keeps its
+        # state, and its entry if its undo is still owed: the saga went on without it.
         if state.status is StepStatus.SUCCEEDED:
             state.output = output
             record.results[name] = output

@@ -28,7 +28,7 @@ from opentelemetry.trace import Span
 from temporalio import workflow
 
 from engine._attempts import GaveUp, run_attempts
-from engine._carry import FINISHED, Resume
+from engine._carry import Resume, finished
 from engine._compensation import Entry, UndoLog
 from engine._definition import SagaDefinition
 from engine._errors import StepFailed
@@ -94,7 +94,7 @@ class ForwardRunner:
         record, name = self._record, step.step_name
         state = record.step_state(step)
         self._reached.add(name)
-        if state.status in FINISHED:  # before the saga continued as new: the same outcome
+        if finished(step, state):  # before the saga continued as new: the same outcome
             return self.resume.replay(step, state, stage, record)
         if not step.should_run(record.input, record.results):
             record.set_step(state, StepStatus.SKIPPED)
