@@ -70,16 +70,18 @@ async def run_attempts(
     on_change: Callable[[], None],
     budget: timedelta | None = None,
     patience: timedelta | None = None,
+    loop_name: str | None = None,
 ) -> Any:
     """Run ``fn(arg)`` until it succeeds or ``policy`` says stop; raise ``GaveUp`` then.
 
     ``counter`` records the attempts and the last error (the state the API shows);
     ``on_change`` is called whenever it changes. ``budget`` is the schedule-to-close timeout:
     the time all attempts together may take; ``patience`` the time the step may wait on a
-    participant that its worker refuses to call (None: no limit). A cancelled attempt raises
-    ``CancelledError``.
+    participant that its worker refuses to call (None: no limit); ``loop_name`` the loop's
+    name for continue-as-new if not ``phase``. A cancelled attempt raises ``CancelledError``.
     """
-    loop = attempt_loop(step.step_name, phase)  # continue-as-new (engine._continue)
+    # Continue-as-new (engine._continue): the loop's counters go on in the next run.
+    loop = attempt_loop(step.step_name, loop_name or phase)
     budget_end, tried = loop.resume(budget)
     outage = OutageWait(counter, span, patience, on_change)
     while True:

@@ -29,12 +29,15 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 from engine._compensation import Entry, UndoLog
-from engine._continue import LoopState
+from engine._continue import FALLBACK_LOOP, LoopState
 from engine._errors import StepFailed
 from engine._record import SagaRecord
 from engine._state import CancelRequest, Decision, SagaStatus, StepState, StepStatus
 from engine._step import Step
 from engine._step_info import FORWARD
+
+# The attempt loops of a step's forward phase: its action's, then its fallback's.
+LOOPS = (FORWARD, FALLBACK_LOOP)
 
 #: The statuses of a step that has finished its forward phase. In the forward phase an
 #: optional step that failed may also show its immediate undo's end (``compensation_failed``,
@@ -51,9 +54,13 @@ def finished(step: Step, state: StepState) -> bool:
 
 
 class CarriedEntry(BaseModel):
-    """An undo log entry without its step (the next run's walk finds the step again)."""
+    """An undo log entry without its step (the next run's walk finds the step again): its
+    flags (``engine._compensation.Entry``) say which compensations the saga still owes."""
 
     definitely_failed: bool = False
+    fallback_served: bool = False
+    fallback_refused: bool = False
+    action_undone: bool = False
     trace_id: int = 0
     span_id: int = 0
     trace_flags: int = 0
@@ -111,6 +118,9 @@ def capture(
                 context = entry.span_context
                 entries[entry.state.name] = CarriedEntry(
                     definitely_failed=entry.definitely_failed,
+                    fallback_served=entry.fallback_served,
+                    fallback_refused=entry.fallback_refused,
+                    action_undone=entry.action_undone,
                     trace_id=context.trace_id,
                     span_id=context.span_id,
                     trace_flags=int(context.trace_flags),
@@ -134,7 +144,7 @@ def capture(
         loops={
             key: CarriedLoop(tried=loop.tried, budget_end=loop.budget_end)
             for key, loop in loops.items()
-            if key.rpartition("/")[::2] in {(name, FORWARD) for name in running}
+            if key.rpartition("/")[::2] in {(name, loop) for name in running for loop in LOOPS}
         },
     )
 
@@ -168,8 +178,12 @@ class Resume:
         it; its undo log entry (if its action was called) goes back into ``stage``."""
         name = step.step_name
         output = None
+        # The step's state says who served (the carried entry agrees; it is kept for steps
+        # whose action alone was called, and for the flags the state does not show).
+        served_by_fallback = state.served_by is not None and step.fallback is not None
         if state.status is StepStatus.SUCCEEDED:
-            output = typed_output(state.output, step.action)
+            served = step.fallback if served_by_fallback else step.action
+            output = typed_output(state.output, served)
         carried = self._entries.pop(name, None)
         if carried is not None:
             arg = step.action_input(record.input, record.results)
@@ -180,6 +194,9 @@ class Resume:
                     state=state,
                     output=output,
                     definitely_failed=carried.definitely_failed,
+                    fallback_served=carried.fallback_served or served_by_fallback,
+                    fallback_refused=carried.fallback_refused,
+                    action_undone=carried.action_undone,
                     span_context=carried.span_context(),
                 )
             )

@@ -40,6 +40,8 @@ BASE_MEMO = "sagas_revision_base"
 # Sagas started by an engine that could not continue as new replay as they ran: a history
 # without this marker never continues as new.
 PATCH = "saga-continue-as-new"
+#: The loop of a step's fallback (``{step}/fallback``): its counters are not its action's.
+FALLBACK_LOOP = "fallback"
 
 
 @dataclass
@@ -149,9 +151,10 @@ def revision_base(memo: Mapping[str, Any]) -> int:
     return value if isinstance(value, int) else 0
 
 
-def attempt_loop(step: str, phase: str) -> AttemptLoop:
-    """The continuation of the saga workflow running this loop (none in other workflows)."""
+def attempt_loop(step: str, loop: str) -> AttemptLoop:
+    """The continuation of the saga workflow running this loop (none in other workflows);
+    ``loop``: the phase, or ``FALLBACK_LOOP`` (the key is ``{step}/{loop}``)."""
     continuation = getattr(workflow.instance(), "continuation", None)
     if not isinstance(continuation, Continuation):
         continuation = None
-    return AttemptLoop(continuation, f"{step}/{phase}")
+    return AttemptLoop(continuation, f"{step}/{loop}")

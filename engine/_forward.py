@@ -30,6 +30,7 @@ from temporalio import workflow
 from engine._attempts import GaveUp, run_attempts
 from engine._carry import Resume, finished
 from engine._compensation import Entry, UndoLog
+from engine._continue import FALLBACK_LOOP
 from engine._definition import SagaDefinition
 from engine._errors import StepFailed
 from engine._record import SagaRecord
@@ -159,19 +160,25 @@ class ForwardRunner:
 
     async def _act(self, step: Step, entry: Entry, state: StepState, span: Span) -> Any:
         """The step's action, then its fallback if the action failed for good (not refused)."""
-        try:
-            return await self._attempts(step, step.action, entry.arg, state, span)
-        except GaveUp as exc:
-            if step.fallback is None or exc.business_refusal:
-                raise
-            failure = str(exc)
-        fallback = activity_name(step.fallback)
-        span.add_event("fallback", {"saga.fallback": fallback, "error.message": failure})
-        workflow.logger.info("fallback serves", extra={"step": state.name, "fallback": fallback})
+        if state.served_by is None or step.fallback is None:
+            try:
+                return await self._attempts(step, step.action, entry.arg, state, span)
+            except GaveUp as exc:
+                if step.fallback is None or exc.business_refusal:
+                    raise
+                failure = str(exc)
+            fallback = activity_name(step.fallback)
+            span.add_event("fallback", {"saga.fallback": fallback, "error.message": failure})
+            workflow.logger.info(
+                "fallback serves", extra={"step": state.name, "fallback": fallback}
+            )
+            state.served_by = fallback
+        # else the saga continued as new while the fallback was retrying: it goes on.
         entry.fallback_served = True
-        state.served_by = fallback
         try:
-            output = await self._attempts(step, step.fallback, entry.arg, state, span)
+            output = await self._attempts(
+                step, step.fallback, entry.arg, state, span, loop_name=FALLBACK_LOOP
+            )
         except GaveUp as exc:
             if not exc.business_refusal or not workflow.patched("fallback-refused-action-unknown"):
                 raise
@@ -192,7 +199,13 @@ class ForwardRunner:
         return output
 
     async def _attempts(
-        self, step: Step, fn: Callable[..., Any], arg: Any, state: StepState, span: Span
+        self,
+        step: Step,
+        fn: Callable[..., Any],
+        arg: Any,
+        state: StepState,
+        span: Span,
+        loop_name: str | None = None,
     ) -> Any:
         retriable = step.kind is StepKind.RETRIABLE
         return await run_attempts(
@@ -207,6 +220,7 @@ class ForwardRunner:
             span=span,
             on_change=self._record.changed,
             patience=None if retriable else self._patience(step),
+            loop_name=loop_name,
         )
 
     def _patience(self, step: Step) -> timedelta:

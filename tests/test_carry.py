@@ -28,7 +28,7 @@ from engine._state import (
     StepStatus,
 )
 from engine._step import Step
-from tests.support.sagas import a, b, c, d, undo_a, undo_b, undo_c
+from tests.support.sagas import a, b, c, d, p1, undo_a, undo_b, undo_c, undo_p1
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 SPAN = SpanContext(
@@ -218,6 +218,62 @@ class TestReplay:
         assert [e.state.name for e in stage] == ["c"]
         assert stage[0].needs_compensation
         assert new.steps["c"].status is StepStatus.COMPENSATION_FAILED
+
+    @pytest.mark.parametrize("action_undone", [False, True])
+    def test_a_step_served_by_its_fallback_keeps_the_fallback_s_undo(
+        self, action_undone: bool
+    ) -> None:
+        degrading = Step(c, compensate=undo_c, fallback=p1, fallback_compensate=undo_p1)
+        steps = {"c": state("c", StepStatus.SUCCEEDED, served_by="p1")}
+        record = bare_record(steps=steps)
+        log = UndoLog()
+        log.open_stage().append(
+            Entry(
+                step=degrading,
+                arg=1,
+                state=steps["c"],
+                fallback_served=True,
+                action_undone=action_undone,
+            )
+        )
+        carry = capture(record, log, decisions={}, loops={}, version=1, runs=0, history_length=1)
+        new = bare_record()
+        resume, _ = restore(round_trip(carry), new)
+        stage: list[Entry] = []
+        resume.replay(degrading, new.steps["c"], stage, new)
+        (entry,) = stage
+        assert (entry.fallback_served, entry.action_undone) == (True, action_undone)
+        expected = [(undo_p1, None)] if action_undone else [(undo_p1, None), (undo_c, None)]
+        assert entry.undos == expected
+
+    def test_a_refused_fallback_leaves_the_action_s_undo(self) -> None:
+        degrading = Step(c, compensate=undo_c, fallback=p1, fallback_compensate=undo_p1)
+        steps = {"c": state("c", StepStatus.FAILED, served_by="p1", error="p1 refused")}
+        log = UndoLog()
+        log.open_stage().append(
+            Entry(
+                step=degrading, arg=1, state=steps["c"], fallback_served=True, fallback_refused=True
+            )
+        )
+        carry = capture(
+            bare_record(steps=steps), log, decisions={}, loops={}, version=1, runs=0,
+            history_length=1,
+        )  # fmt: skip
+        new = bare_record()
+        resume, _ = restore(round_trip(carry), new)
+        stage: list[Entry] = []
+        with pytest.raises(StepFailed):
+            resume.replay(degrading, new.steps["c"], stage, new)
+        assert stage[0].needs_compensation
+        assert stage[0].undos == [(undo_c, None)]
+
+    def test_the_fallback_s_loop_is_carried_apart_from_the_action_s(self) -> None:
+        record, log = a_saga_in_the_middle()
+        record.steps["c"].served_by = "p1"
+        loops = {"c/forward": LoopState(tried=3), "c/fallback": LoopState(tried=7)}
+        carry = capture(record, log, decisions={}, loops=loops, version=1, runs=0, history_length=1)
+        _, restored = restore(round_trip(carry), bare_record())
+        assert restored["c/fallback"] == LoopState(tried=7)
 
     def test_a_step_still_to_run_is_not_finished(self) -> None:
         for status in (StepStatus.PENDING, StepStatus.RUNNING):
