@@ -33,6 +33,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 from temporalio import workflow
 
+from engine._step_info import FORWARD
+
 #: The saga's memo keys: its history limit (set at the start), and how many history events
 #: its earlier runs had (the store's revisions go on rising across runs).
 LIMIT_MEMO = "sagas_history_limit"
@@ -67,6 +69,7 @@ class Continuation:
         self.loops: dict[str, LoopState] = {}  # the live loops' counters, by step/phase
         self.resumed: dict[str, LoopState] = dict(loops or {})  # from the previous run
         self.parked_spans: list[Span] = []
+        self.held = 0  # undos under way in the forward phase (``hold``)
         self._refused = False
 
     def wanted(self) -> bool:
@@ -79,7 +82,21 @@ class Continuation:
 
     def ready(self) -> bool:
         """Continue as new now: a loop has parked, nothing is in flight, no handler runs."""
-        return self.draining and self.in_flight == 0 and workflow.all_handlers_finished()
+        return (
+            self.draining
+            and self.in_flight == 0
+            and self.held == 0
+            and workflow.all_handlers_finished()
+        )
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """No continue-as-new until this block ends (see ``undivided``)."""
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
 
     def stop(self) -> None:
         """Leave the forward phase (finished, or cancelled): parked loops go on."""
@@ -114,9 +131,10 @@ class Continuation:
 class AttemptLoop:
     """What one attempt loop sees of its run's continuation (see ``attempt_loop``)."""
 
-    def __init__(self, continuation: Continuation | None, key: str) -> None:
+    def __init__(self, continuation: Continuation | None, key: str, *, parks: bool = True) -> None:
         self._continuation = continuation
         self._key = key
+        self._parks = parks
 
     def resume(self, budget: timedelta | None) -> tuple[datetime | None, int]:
         """The end of the loop's time budget and the attempts it has tried (a new loop: 0),
@@ -127,7 +145,7 @@ class AttemptLoop:
         return (workflow.now() + budget if budget else None), 0
 
     async def checkpoint(self) -> None:
-        if self._continuation is not None:
+        if self._continuation is not None and self._parks:
             await self._continuation.checkpoint()
 
     @contextmanager
@@ -154,7 +172,28 @@ def revision_base(memo: Mapping[str, Any]) -> int:
 def attempt_loop(step: str, loop: str) -> AttemptLoop:
     """The continuation of the saga workflow running this loop (none in other workflows);
     ``loop``: the phase, or ``FALLBACK_LOOP`` (the key is ``{step}/{loop}``)."""
+    # Only the forward phase's loops park: a compensation's loop never does, so that an undo
+    # run in the forward phase (a failed optional step's, a replaced action's) goes to its
+    # end in the run it started in (``undivided``); the next run could not resume it.
+    parks = loop in (FORWARD, FALLBACK_LOOP)
+    return AttemptLoop(_continuation(), f"{step}/{loop}", parks=parks)
+
+
+@contextmanager
+def undivided() -> Iterator[None]:
+    """Around an undo that the forward phase runs (``engine._forward``): the saga does not
+    continue as new before it ends. Its loops do not park, and while it sleeps between
+    attempts (no attempt in flight) the run waits for it; the loops of other steps that
+    parked meanwhile wait with the run."""
+    continuation = _continuation()
+    if continuation is None:
+        yield
+        return
+    with continuation.hold():
+        yield
+
+
+def _continuation() -> Continuation | None:
+    """The continuation of the saga workflow running (none in other workflows)."""
     continuation = getattr(workflow.instance(), "continuation", None)
-    if not isinstance(continuation, Continuation):
-        continuation = None
-    return AttemptLoop(continuation, f"{step}/{loop}")
+    return continuation if isinstance(continuation, Continuation) else None

@@ -30,7 +30,7 @@ from temporalio import workflow
 from engine._attempts import GaveUp, run_attempts
 from engine._carry import Resume, finished
 from engine._compensation import Entry, UndoLog
-from engine._continue import FALLBACK_LOOP
+from engine._continue import FALLBACK_LOOP, undivided
 from engine._definition import SagaDefinition
 from engine._errors import StepFailed
 from engine._record import SagaRecord
@@ -137,7 +137,8 @@ class ForwardRunner:
                     ):
                         # Its outcome is unknown (found by engine.testing's explore): a car
                         # reserved whose answer was lost would stay held by a completed trip.
-                        await self._undo_now(entry)
+                        with undivided():  # not cut off by a continue-as-new
+                            await self._undo_now(entry)
                     return None
                 record.end_step(state, StepStatus.FAILED, error=str(exc))
                 set_outcome(span, "failed", attempts=state.attempts, error=str(exc))
@@ -194,8 +195,10 @@ class ForwardRunner:
         ):
             # The fallback serves; the action it replaced may have acted all the same (found
             # by engine.testing's explore against the participants: a room held at the hotel
-            # and at the broker by one completed trip). Undo it now, as for an unknown outcome.
-            await self._undo_replaced(entry)
+            # and at the broker by one completed trip). Undo it now, as for an unknown outcome
+            # (not cut off by a continue-as-new: the step's state shows its undo meanwhile).
+            with undivided():
+                await self._undo_replaced(entry)
         return output
 
     async def _attempts(
