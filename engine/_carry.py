@@ -20,7 +20,7 @@ takes the same branches from the same outcomes.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import temporalio.activity
@@ -74,6 +74,7 @@ class CarriedEntry(BaseModel):
 class CarriedLoop(BaseModel):
     tried: int
     budget_end: datetime | None = None
+    waited: timedelta = timedelta(0)
 
 
 class Carry(BaseModel):
@@ -142,7 +143,7 @@ def capture(
         decisions=dict(decisions),
         entries=entries,
         loops={
-            key: CarriedLoop(tried=loop.tried, budget_end=loop.budget_end)
+            key: CarriedLoop(tried=loop.tried, budget_end=loop.budget_end, waited=loop.waited)
             for key, loop in loops.items()
             if key.rpartition("/")[::2] in {(name, loop) for name in running for loop in LOOPS}
         },
@@ -163,7 +164,10 @@ def restore(carry: Carry, record: SagaRecord) -> tuple[Resume, dict[str, LoopSta
     record.waiting_since = dict(carry.waiting_since)
     record.revision_base = carry.revision_base
     record.listed(record.status)  # the memo went along with the run
-    loops = {k: LoopState(tried=v.tried, budget_end=v.budget_end) for k, v in carry.loops.items()}
+    loops = {
+        k: LoopState(tried=v.tried, budget_end=v.budget_end, waited=v.waited)
+        for k, v in carry.loops.items()
+    }
     return Resume(carry.entries), loops
 
 

@@ -52,6 +52,7 @@ class LoopState:
 
     tried: int = 0
     budget_end: datetime | None = None
+    waited: timedelta = timedelta(0)  # on participants that refused it (engine._outage)
 
 
 class Continuation:
@@ -136,26 +137,32 @@ class AttemptLoop:
         self._key = key
         self._parks = parks
 
-    def resume(self, budget: timedelta | None) -> tuple[datetime | None, int]:
-        """The end of the loop's time budget and the attempts it has tried (a new loop: 0),
-        from the previous run when the loop was running when the saga continued as new."""
+    def resume(self, budget: timedelta | None) -> LoopState:
+        """The loop's counters from the previous run, when the loop was running when the saga
+        continued as new; else a new loop's (its time budget ending ``budget`` from now)."""
         carried = self._continuation.resumed.pop(self._key, None) if self._continuation else None
         if carried is not None:
-            return carried.budget_end, carried.tried
-        return (workflow.now() + budget if budget else None), 0
+            return carried
+        return LoopState(budget_end=workflow.now() + budget if budget else None)
+
+    def keep(self, state: LoopState) -> None:
+        """The loop's counters as they are now, for the next run if the saga continues as new
+        before the loop's next attempt (which keeps them again)."""
+        if self._continuation is not None:
+            self._continuation.loops[self._key] = state
 
     async def checkpoint(self) -> None:
         if self._continuation is not None and self._parks:
             await self._continuation.checkpoint()
 
     @contextmanager
-    def attempt(self, tried: int, budget_end: datetime | None) -> Iterator[None]:
+    def attempt(self, state: LoopState) -> Iterator[None]:
         """Around one attempt's activity: counted in flight, the loop's counters kept."""
         continuation = self._continuation
         if continuation is None:
             yield
             return
-        continuation.loops[self._key] = LoopState(tried=tried, budget_end=budget_end)
+        self.keep(state)
         continuation.in_flight += 1
         try:
             yield

@@ -114,7 +114,9 @@ class TestCapture:
     def carry(self) -> Carry:
         record, log = a_saga_in_the_middle()
         loops = {
-            "c/forward": LoopState(tried=40, budget_end=T0 + timedelta(days=3)),
+            "c/forward": LoopState(
+                tried=40, budget_end=T0 + timedelta(days=3), waited=timedelta(minutes=4)
+            ),
             "a/forward": LoopState(tried=1),  # finished: nothing to carry
             "a/compensation": LoopState(tried=2),
         }
@@ -152,7 +154,11 @@ class TestCapture:
         assert record.waiting_since == before.waiting_since
         assert record.revision_base == 4300
         assert record.results == {}  # the forward walk puts them back, typed
-        assert loops == {"c/forward": LoopState(tried=40, budget_end=T0 + timedelta(days=3))}
+        assert loops == {
+            "c/forward": LoopState(
+                tried=40, budget_end=T0 + timedelta(days=3), waited=timedelta(minutes=4)
+            )
+        }
         assert isinstance(resume, Resume)
 
 
