@@ -7,15 +7,16 @@ same workflow id gets two arguments: the saga's input, as the first run did, and
   pivot's flags, the start time that the deadline counts from, who is awaited since when);
 * the undo log, as the steps whose action was called (with the span each compensation links
   to): the next run rebuilds its log from them;
-* the counters of the attempt loops that were running, so that attempts and time budgets
-  count across runs;
+* the counters of the attempt loops that were running (an action's, ``{step}/forward``, or its
+  fallback's, ``{step}/fallback``), so that attempts, time budgets and outage patience count
+  across runs;
 * the definition version the saga is pinned to, and the store's revision base.
 
 The next run walks its forward phase again from the first stage: a step that finished before
-(succeeded, skipped, failed) is not run again but *replayed* (``Resume.replay``): its outcome
-comes back from the carried state, its entry goes back into the undo log, and the walk goes on
-to where the saga was. That holds for imperative sagas too, whose code is deterministic: it
-takes the same branches from the same outcomes.
+(succeeded, skipped, failed, failed optional) is not run again but *replayed*
+(``Resume.replay``): its outcome comes back from the carried state, its entry goes back into
+the undo log, and the walk goes on to where the saga was. That holds for imperative sagas
+too, whose code is deterministic: it takes the same branches from the same outcomes.
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ The workflow continues as new once a loop has parked, no attempt is in flight an
 handler is running: the parked loops end with their run, and the next run resumes each of them
 from its counters. Only the forward phase continues as new (the workflow enables it for that
 phase only): a compensation gives up after a bounded number of attempts unless its policy says
-otherwise, and a saga waiting for an operator adds nothing to its history.
+otherwise, and a saga waiting for an operator adds nothing to its history. The undos that the
+forward phase runs at once (a failed optional step's, a replaced action's) are compensations
+too: their loops never park, and the run waits for them to end (``undivided``).
 """
 
 from __future__ import annotations
