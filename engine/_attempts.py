@@ -36,7 +36,7 @@ from temporalio.exceptions import (
     is_cancelled_exception,
 )
 
-from engine._continue import attempt_loop
+from engine._continue import LoopState, attempt_loop
 from engine._logging import redact_text
 from engine._outage import OutageExhausted, OutageWait
 from engine._participants import participant_refusal
@@ -70,18 +70,26 @@ async def run_attempts(
     on_change: Callable[[], None],
     budget: timedelta | None = None,
     patience: timedelta | None = None,
+    loop_name: str | None = None,
 ) -> Any:
     """Run ``fn(arg)`` until it succeeds or ``policy`` says stop; raise ``GaveUp`` then.
 
     ``counter`` records the attempts and the last error (the state the API shows);
     ``on_change`` is called whenever it changes. ``budget`` is the schedule-to-close timeout:
     the time all attempts together may take; ``patience`` the time the step may wait on a
-    participant that its worker refuses to call (None: no limit). A cancelled attempt raises
-    ``CancelledError``.
+    participant that its worker refuses to call (None: no limit); ``loop_name`` the loop's
+    name for continue-as-new if not ``phase``. A cancelled attempt raises ``CancelledError``.
     """
-    loop = attempt_loop(step.step_name, phase)  # continue-as-new (engine._continue)
-    budget_end, tried = loop.resume(budget)
+    # Continue-as-new (engine._continue): the loop's counters go on in the next run.
+    loop = attempt_loop(step.step_name, loop_name or phase)
+    resumed = loop.resume(budget)
+    budget_end, tried = resumed.budget_end, resumed.tried
     outage = OutageWait(counter, span, patience, on_change)
+    outage.waited = resumed.waited  # the patience spent in earlier runs counts
+
+    def counters() -> LoopState:
+        return LoopState(tried=tried, budget_end=budget_end, waited=outage.waited)
+
     while True:
         await loop.checkpoint()
         start_to_close = step.start_to_close
@@ -97,7 +105,7 @@ async def run_attempts(
         tried += 1
         on_change()
         try:
-            with loop.attempt(tried, budget_end):
+            with loop.attempt(counters()):
                 result = await workflow.execute_activity(
                     fn,
                     arg,
@@ -120,10 +128,14 @@ async def run_attempts(
                 # this step: the budget starts afresh after the wait (the outage patience
                 # still bounds how long the step waits in all).
                 tried = 0 if refused.kind == "circuit_open" else tried - 1
+                # Kept at once, for a continue-as-new during the wait or at the next
+                # checkpoint: the counters kept before the attempt are stale now.
+                loop.keep(counters())
                 try:
                     await outage.wait(refused)
                 except OutageExhausted as gave_up:
                     raise GaveUp(str(gave_up), business_refusal=False) from None
+                loop.keep(counters())  # with the time waited
                 continue
             outage.answered()
             refusal = is_refusal(

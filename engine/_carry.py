@@ -7,20 +7,21 @@ same workflow id gets two arguments: the saga's input, as the first run did, and
   pivot's flags, the start time that the deadline counts from, who is awaited since when);
 * the undo log, as the steps whose action was called (with the span each compensation links
   to): the next run rebuilds its log from them;
-* the counters of the attempt loops that were running, so that attempts and time budgets
-  count across runs;
+* the counters of the attempt loops that were running (an action's, ``{step}/forward``, or its
+  fallback's, ``{step}/fallback``), so that attempts, time budgets and outage patience count
+  across runs;
 * the definition version the saga is pinned to, and the store's revision base.
 
 The next run walks its forward phase again from the first stage: a step that finished before
-(succeeded, skipped, failed) is not run again but *replayed* (``Resume.replay``): its outcome
-comes back from the carried state, its entry goes back into the undo log, and the walk goes on
-to where the saga was. That holds for imperative sagas too, whose code is deterministic: it
-takes the same branches from the same outcomes.
+(succeeded, skipped, failed, failed optional) is not run again but *replayed*
+(``Resume.replay``): its outcome comes back from the carried state, its entry goes back into
+the undo log, and the walk goes on to where the saga was. That holds for imperative sagas
+too, whose code is deterministic: it takes the same branches from the same outcomes.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import temporalio.activity
@@ -29,21 +30,38 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 from engine._compensation import Entry, UndoLog
-from engine._continue import LoopState
+from engine._continue import FALLBACK_LOOP, LoopState
 from engine._errors import StepFailed
 from engine._record import SagaRecord
 from engine._state import CancelRequest, Decision, SagaStatus, StepState, StepStatus
 from engine._step import Step
 from engine._step_info import FORWARD
 
-#: The statuses of a step that has finished its forward phase.
-FINISHED = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED})
+# The attempt loops of a step's forward phase: its action's, then its fallback's.
+LOOPS = (FORWARD, FALLBACK_LOOP)
+
+#: The statuses of a step that has finished its forward phase. In the forward phase an
+#: optional step that failed may also show its immediate undo's end (``compensation_failed``,
+#: or ``resolved`` by an operator): it finished too (``finished``).
+FINISHED = frozenset(
+    {StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.FAILED_OPTIONAL}
+)
+_UNDONE_OPTIONAL = frozenset({StepStatus.COMPENSATION_FAILED, StepStatus.RESOLVED})
+
+
+def finished(step: Step, state: StepState) -> bool:
+    """Whether ``step`` finished its forward phase in an earlier run (so is replayed)."""
+    return state.status in FINISHED or (step.optional and state.status in _UNDONE_OPTIONAL)
 
 
 class CarriedEntry(BaseModel):
-    """An undo log entry without its step (the next run's walk finds the step again)."""
+    """An undo log entry without its step (the next run's walk finds the step again): its
+    flags (``engine._compensation.Entry``) say which compensations the saga still owes."""
 
     definitely_failed: bool = False
+    fallback_served: bool = False
+    fallback_refused: bool = False
+    action_undone: bool = False
     trace_id: int = 0
     span_id: int = 0
     trace_flags: int = 0
@@ -57,6 +75,7 @@ class CarriedEntry(BaseModel):
 class CarriedLoop(BaseModel):
     tried: int
     budget_end: datetime | None = None
+    waited: timedelta = timedelta(0)
 
 
 class Carry(BaseModel):
@@ -97,10 +116,13 @@ def capture(
     for stage in log.stages:
         for entry in stage:
             # A running step rebuilds its entry when it runs again; a finished one is replayed.
-            if entry.state.status in FINISHED:
+            if finished(entry.step, entry.state):
                 context = entry.span_context
                 entries[entry.state.name] = CarriedEntry(
                     definitely_failed=entry.definitely_failed,
+                    fallback_served=entry.fallback_served,
+                    fallback_refused=entry.fallback_refused,
+                    action_undone=entry.action_undone,
                     trace_id=context.trace_id,
                     span_id=context.span_id,
                     trace_flags=int(context.trace_flags),
@@ -122,9 +144,9 @@ def capture(
         decisions=dict(decisions),
         entries=entries,
         loops={
-            key: CarriedLoop(tried=loop.tried, budget_end=loop.budget_end)
+            key: CarriedLoop(tried=loop.tried, budget_end=loop.budget_end, waited=loop.waited)
             for key, loop in loops.items()
-            if key.rpartition("/")[::2] in {(name, FORWARD) for name in running}
+            if key.rpartition("/")[::2] in {(name, loop) for name in running for loop in LOOPS}
         },
     )
 
@@ -143,7 +165,10 @@ def restore(carry: Carry, record: SagaRecord) -> tuple[Resume, dict[str, LoopSta
     record.waiting_since = dict(carry.waiting_since)
     record.revision_base = carry.revision_base
     record.listed(record.status)  # the memo went along with the run
-    loops = {k: LoopState(tried=v.tried, budget_end=v.budget_end) for k, v in carry.loops.items()}
+    loops = {
+        k: LoopState(tried=v.tried, budget_end=v.budget_end, waited=v.waited)
+        for k, v in carry.loops.items()
+    }
     return Resume(carry.entries), loops
 
 
@@ -158,8 +183,12 @@ class Resume:
         it; its undo log entry (if its action was called) goes back into ``stage``."""
         name = step.step_name
         output = None
+        # The step's state says who served (the carried entry agrees; it is kept for steps
+        # whose action alone was called, and for the flags the state does not show).
+        served_by_fallback = state.served_by is not None and step.fallback is not None
         if state.status is StepStatus.SUCCEEDED:
-            output = typed_output(state.output, step.action)
+            served = step.fallback if served_by_fallback else step.action
+            output = typed_output(state.output, served)
         carried = self._entries.pop(name, None)
         if carried is not None:
             arg = step.action_input(record.input, record.results)
@@ -170,11 +199,16 @@ class Resume:
                     state=state,
                     output=output,
                     definitely_failed=carried.definitely_failed,
+                    fallback_served=carried.fallback_served or served_by_fallback,
+                    fallback_refused=carried.fallback_refused,
+                    action_undone=carried.action_undone,
                     span_context=carried.span_context(),
                 )
             )
         if state.status is StepStatus.FAILED:
             raise StepFailed(name, state.error or "failed")
+        # An optional step that failed (its immediate undo done, failed or resolved) keeps its
+        # state, and its entry if its undo is still owed: the saga went on without it.
         if state.status is StepStatus.SUCCEEDED:
             state.output = output
             record.results[name] = output

@@ -17,8 +17,12 @@ Retries are what grows a history, so the attempt loops (``engine._attempts``) dr
 The workflow continues as new once a loop has parked, no attempt is in flight and no update
 handler is running: the parked loops end with their run, and the next run resumes each of them
 from its counters. Only the forward phase continues as new (the workflow enables it for that
-phase only): a compensation gives up after a bounded number of attempts unless its policy says
-otherwise, and a saga waiting for an operator adds nothing to its history.
+phase only): a compensation retries transient errors for about an hour, and its waits on an
+open circuit back off up to minutes (``engine._outage``), so its history stays within Temporal's
+limits for days of outage (docs/operations.md); a saga waiting for an operator adds nothing.
+The undos that the forward phase runs at once (a failed optional step's, a replaced
+action's) are compensations too: their loops never park, and the run waits for them to end
+(``undivided``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 from temporalio import workflow
 
+from engine._step_info import FORWARD
+
 #: The saga's memo keys: its history limit (set at the start), and how many history events
 #: its earlier runs had (the store's revisions go on rising across runs).
 LIMIT_MEMO = "sagas_history_limit"
@@ -40,6 +46,8 @@ BASE_MEMO = "sagas_revision_base"
 # Sagas started by an engine that could not continue as new replay as they ran: a history
 # without this marker never continues as new.
 PATCH = "saga-continue-as-new"
+#: The loop of a step's fallback (``{step}/fallback``): its counters are not its action's.
+FALLBACK_LOOP = "fallback"
 
 
 @dataclass
@@ -48,6 +56,7 @@ class LoopState:
 
     tried: int = 0
     budget_end: datetime | None = None
+    waited: timedelta = timedelta(0)  # on participants that refused it (engine._outage)
 
 
 class Continuation:
@@ -65,6 +74,7 @@ class Continuation:
         self.loops: dict[str, LoopState] = {}  # the live loops' counters, by step/phase
         self.resumed: dict[str, LoopState] = dict(loops or {})  # from the previous run
         self.parked_spans: list[Span] = []
+        self.held = 0  # undos under way in the forward phase (``hold``)
         self._refused = False
 
     def wanted(self) -> bool:
@@ -77,7 +87,21 @@ class Continuation:
 
     def ready(self) -> bool:
         """Continue as new now: a loop has parked, nothing is in flight, no handler runs."""
-        return self.draining and self.in_flight == 0 and workflow.all_handlers_finished()
+        return (
+            self.draining
+            and self.in_flight == 0
+            and self.held == 0
+            and workflow.all_handlers_finished()
+        )
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """No continue-as-new until this block ends (see ``undivided``)."""
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
 
     def stop(self) -> None:
         """Leave the forward phase (finished, or cancelled): parked loops go on."""
@@ -112,30 +136,37 @@ class Continuation:
 class AttemptLoop:
     """What one attempt loop sees of its run's continuation (see ``attempt_loop``)."""
 
-    def __init__(self, continuation: Continuation | None, key: str) -> None:
+    def __init__(self, continuation: Continuation | None, key: str, *, parks: bool = True) -> None:
         self._continuation = continuation
         self._key = key
+        self._parks = parks
 
-    def resume(self, budget: timedelta | None) -> tuple[datetime | None, int]:
-        """The end of the loop's time budget and the attempts it has tried (a new loop: 0),
-        from the previous run when the loop was running when the saga continued as new."""
+    def resume(self, budget: timedelta | None) -> LoopState:
+        """The loop's counters from the previous run, when the loop was running when the saga
+        continued as new; else a new loop's (its time budget ending ``budget`` from now)."""
         carried = self._continuation.resumed.pop(self._key, None) if self._continuation else None
         if carried is not None:
-            return carried.budget_end, carried.tried
-        return (workflow.now() + budget if budget else None), 0
+            return carried
+        return LoopState(budget_end=workflow.now() + budget if budget else None)
+
+    def keep(self, state: LoopState) -> None:
+        """The loop's counters as they are now, for the next run if the saga continues as new
+        before the loop's next attempt (which keeps them again)."""
+        if self._continuation is not None:
+            self._continuation.loops[self._key] = state
 
     async def checkpoint(self) -> None:
-        if self._continuation is not None:
+        if self._continuation is not None and self._parks:
             await self._continuation.checkpoint()
 
     @contextmanager
-    def attempt(self, tried: int, budget_end: datetime | None) -> Iterator[None]:
+    def attempt(self, state: LoopState) -> Iterator[None]:
         """Around one attempt's activity: counted in flight, the loop's counters kept."""
         continuation = self._continuation
         if continuation is None:
             yield
             return
-        continuation.loops[self._key] = LoopState(tried=tried, budget_end=budget_end)
+        self.keep(state)
         continuation.in_flight += 1
         try:
             yield
@@ -149,9 +180,31 @@ def revision_base(memo: Mapping[str, Any]) -> int:
     return value if isinstance(value, int) else 0
 
 
-def attempt_loop(step: str, phase: str) -> AttemptLoop:
-    """The continuation of the saga workflow running this loop (none in other workflows)."""
+def attempt_loop(step: str, loop: str) -> AttemptLoop:
+    """The continuation of the saga workflow running this loop (none in other workflows);
+    ``loop``: the phase, or ``FALLBACK_LOOP`` (the key is ``{step}/{loop}``)."""
+    # Only the forward phase's loops park: a compensation's loop never does, so that an undo
+    # run in the forward phase (a failed optional step's, a replaced action's) goes to its
+    # end in the run it started in (``undivided``); the next run could not resume it.
+    parks = loop in (FORWARD, FALLBACK_LOOP)
+    return AttemptLoop(_continuation(), f"{step}/{loop}", parks=parks)
+
+
+@contextmanager
+def undivided() -> Iterator[None]:
+    """Around an undo that the forward phase runs (``engine._forward``): the saga does not
+    continue as new before it ends. Its loops do not park, and while it sleeps between
+    attempts (no attempt in flight) the run waits for it; the loops of other steps that
+    parked meanwhile wait with the run."""
+    continuation = _continuation()
+    if continuation is None:
+        yield
+        return
+    with continuation.hold():
+        yield
+
+
+def _continuation() -> Continuation | None:
+    """The continuation of the saga workflow running (none in other workflows)."""
     continuation = getattr(workflow.instance(), "continuation", None)
-    if not isinstance(continuation, Continuation):
-        continuation = None
-    return AttemptLoop(continuation, f"{step}/{phase}")
+    return continuation if isinstance(continuation, Continuation) else None

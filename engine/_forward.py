@@ -28,8 +28,9 @@ from opentelemetry.trace import Span
 from temporalio import workflow
 
 from engine._attempts import GaveUp, run_attempts
-from engine._carry import FINISHED, Resume
+from engine._carry import Resume, finished
 from engine._compensation import Entry, UndoLog
+from engine._continue import FALLBACK_LOOP, undivided
 from engine._definition import SagaDefinition
 from engine._errors import StepFailed
 from engine._record import SagaRecord
@@ -94,7 +95,7 @@ class ForwardRunner:
         record, name = self._record, step.step_name
         state = record.step_state(step)
         self._reached.add(name)
-        if state.status in FINISHED:  # before the saga continued as new: the same outcome
+        if finished(step, state):  # before the saga continued as new: the same outcome
             return self.resume.replay(step, state, stage, record)
         if not step.should_run(record.input, record.results):
             record.set_step(state, StepStatus.SKIPPED)
@@ -136,7 +137,8 @@ class ForwardRunner:
                     ):
                         # Its outcome is unknown (found by engine.testing's explore): a car
                         # reserved whose answer was lost would stay held by a completed trip.
-                        await self._undo_now(entry)
+                        with undivided():  # not cut off by a continue-as-new
+                            await self._undo_now(entry)
                     return None
                 record.end_step(state, StepStatus.FAILED, error=str(exc))
                 set_outcome(span, "failed", attempts=state.attempts, error=str(exc))
@@ -159,19 +161,25 @@ class ForwardRunner:
 
     async def _act(self, step: Step, entry: Entry, state: StepState, span: Span) -> Any:
         """The step's action, then its fallback if the action failed for good (not refused)."""
-        try:
-            return await self._attempts(step, step.action, entry.arg, state, span)
-        except GaveUp as exc:
-            if step.fallback is None or exc.business_refusal:
-                raise
-            failure = str(exc)
-        fallback = activity_name(step.fallback)
-        span.add_event("fallback", {"saga.fallback": fallback, "error.message": failure})
-        workflow.logger.info("fallback serves", extra={"step": state.name, "fallback": fallback})
+        if state.served_by is None or step.fallback is None:
+            try:
+                return await self._attempts(step, step.action, entry.arg, state, span)
+            except GaveUp as exc:
+                if step.fallback is None or exc.business_refusal:
+                    raise
+                failure = str(exc)
+            fallback = activity_name(step.fallback)
+            span.add_event("fallback", {"saga.fallback": fallback, "error.message": failure})
+            workflow.logger.info(
+                "fallback serves", extra={"step": state.name, "fallback": fallback}
+            )
+            state.served_by = fallback
+        # else the saga continued as new while the fallback was retrying: it goes on.
         entry.fallback_served = True
-        state.served_by = fallback
         try:
-            output = await self._attempts(step, step.fallback, entry.arg, state, span)
+            output = await self._attempts(
+                step, step.fallback, entry.arg, state, span, loop_name=FALLBACK_LOOP
+            )
         except GaveUp as exc:
             if not exc.business_refusal or not workflow.patched("fallback-refused-action-unknown"):
                 raise
@@ -187,12 +195,20 @@ class ForwardRunner:
         ):
             # The fallback serves; the action it replaced may have acted all the same (found
             # by engine.testing's explore against the participants: a room held at the hotel
-            # and at the broker by one completed trip). Undo it now, as for an unknown outcome.
-            await self._undo_replaced(entry)
+            # and at the broker by one completed trip). Undo it now, as for an unknown outcome
+            # (not cut off by a continue-as-new: the step's state shows its undo meanwhile).
+            with undivided():
+                await self._undo_replaced(entry)
         return output
 
     async def _attempts(
-        self, step: Step, fn: Callable[..., Any], arg: Any, state: StepState, span: Span
+        self,
+        step: Step,
+        fn: Callable[..., Any],
+        arg: Any,
+        state: StepState,
+        span: Span,
+        loop_name: str | None = None,
     ) -> Any:
         retriable = step.kind is StepKind.RETRIABLE
         return await run_attempts(
@@ -207,6 +223,7 @@ class ForwardRunner:
             span=span,
             on_change=self._record.changed,
             patience=None if retriable else self._patience(step),
+            loop_name=loop_name,
         )
 
     def _patience(self, step: Step) -> timedelta:

@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.trace import SpanContext, TraceFlags
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from engine._carry import Carry, Resume, capture, restore
+from engine._carry import Carry, Resume, capture, finished, restore
 from engine._compensation import Entry, UndoLog
 from engine._continue import BASE_MEMO, LoopState, revision_base
 from engine._errors import StepFailed
@@ -21,13 +21,14 @@ from engine._record import SagaRecord
 from engine._state import (
     CancelRequest,
     CompensationState,
+    CompensationStatus,
     Decision,
     SagaStatus,
     StepState,
     StepStatus,
 )
 from engine._step import Step
-from tests.support.sagas import a, b, c, d, undo_a, undo_b
+from tests.support.sagas import a, b, c, d, p1, undo_a, undo_b, undo_c, undo_p1
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 SPAN = SpanContext(
@@ -113,7 +114,9 @@ class TestCapture:
     def carry(self) -> Carry:
         record, log = a_saga_in_the_middle()
         loops = {
-            "c/forward": LoopState(tried=40, budget_end=T0 + timedelta(days=3)),
+            "c/forward": LoopState(
+                tried=40, budget_end=T0 + timedelta(days=3), waited=timedelta(minutes=4)
+            ),
             "a/forward": LoopState(tried=1),  # finished: nothing to carry
             "a/compensation": LoopState(tried=2),
         }
@@ -151,7 +154,11 @@ class TestCapture:
         assert record.waiting_since == before.waiting_since
         assert record.revision_base == 4300
         assert record.results == {}  # the forward walk puts them back, typed
-        assert loops == {"c/forward": LoopState(tried=40, budget_end=T0 + timedelta(days=3))}
+        assert loops == {
+            "c/forward": LoopState(
+                tried=40, budget_end=T0 + timedelta(days=3), waited=timedelta(minutes=4)
+            )
+        }
         assert isinstance(resume, Resume)
 
 
@@ -180,6 +187,105 @@ class TestReplay:
         assert resume.replay(Step(d), new.steps["d"], stage, new) is None
         assert stage == []
         assert new.results == {}
+
+    def test_a_failed_optional_step_is_not_run_again(self) -> None:
+        # Its undo done at once, it left the log: nothing carried, nothing to undo later.
+        optional = Step(c, compensate=undo_c, optional=True)
+        undone = CompensationState(status=CompensationStatus.SUCCEEDED, attempts=1)
+        record = bare_record(
+            steps={"c": state("c", StepStatus.FAILED_OPTIONAL, error="down", compensation=undone)}
+        )
+        carry = capture(
+            record, UndoLog(), decisions={}, loops={}, version=1, runs=0, history_length=1
+        )
+        new = bare_record()
+        resume, _ = restore(round_trip(carry), new)
+        assert finished(optional, new.steps["c"])
+        stage: list[Entry] = []
+        assert resume.replay(optional, new.steps["c"], stage, new) is None
+        assert stage == []
+        assert new.steps["c"] == record.steps["c"]
+        assert "c" not in new.results
+
+    def test_a_failed_optional_step_whose_undo_failed_keeps_it_owed(self) -> None:
+        optional = Step(c, compensate=undo_c, optional=True)
+        comp = CompensationState(status=CompensationStatus.FAILED, attempts=3, error="no")
+        steps = {"c": state("c", StepStatus.COMPENSATION_FAILED, error="down", compensation=comp)}
+        record = bare_record(steps=steps)
+        log = UndoLog()
+        log.open_stage().append(Entry(step=optional, arg=1, state=steps["c"]))
+        carry = capture(record, log, decisions={}, loops={}, version=1, runs=0, history_length=1)
+        assert set(carry.entries) == {"c"}
+        new = bare_record()
+        resume, _ = restore(round_trip(carry), new)
+        assert finished(optional, new.steps["c"])
+        stage: list[Entry] = []
+        assert resume.replay(optional, new.steps["c"], stage, new) is None
+        assert [e.state.name for e in stage] == ["c"]
+        assert stage[0].needs_compensation
+        assert new.steps["c"].status is StepStatus.COMPENSATION_FAILED
+
+    @pytest.mark.parametrize("action_undone", [False, True])
+    def test_a_step_served_by_its_fallback_keeps_the_fallback_s_undo(
+        self, action_undone: bool
+    ) -> None:
+        degrading = Step(c, compensate=undo_c, fallback=p1, fallback_compensate=undo_p1)
+        steps = {"c": state("c", StepStatus.SUCCEEDED, served_by="p1")}
+        record = bare_record(steps=steps)
+        log = UndoLog()
+        log.open_stage().append(
+            Entry(
+                step=degrading,
+                arg=1,
+                state=steps["c"],
+                fallback_served=True,
+                action_undone=action_undone,
+            )
+        )
+        carry = capture(record, log, decisions={}, loops={}, version=1, runs=0, history_length=1)
+        new = bare_record()
+        resume, _ = restore(round_trip(carry), new)
+        stage: list[Entry] = []
+        resume.replay(degrading, new.steps["c"], stage, new)
+        (entry,) = stage
+        assert (entry.fallback_served, entry.action_undone) == (True, action_undone)
+        expected = [(undo_p1, None)] if action_undone else [(undo_p1, None), (undo_c, None)]
+        assert entry.undos == expected
+
+    def test_a_refused_fallback_leaves_the_action_s_undo(self) -> None:
+        degrading = Step(c, compensate=undo_c, fallback=p1, fallback_compensate=undo_p1)
+        steps = {"c": state("c", StepStatus.FAILED, served_by="p1", error="p1 refused")}
+        log = UndoLog()
+        log.open_stage().append(
+            Entry(
+                step=degrading, arg=1, state=steps["c"], fallback_served=True, fallback_refused=True
+            )
+        )
+        carry = capture(
+            bare_record(steps=steps), log, decisions={}, loops={}, version=1, runs=0,
+            history_length=1,
+        )  # fmt: skip
+        new = bare_record()
+        resume, _ = restore(round_trip(carry), new)
+        stage: list[Entry] = []
+        with pytest.raises(StepFailed):
+            resume.replay(degrading, new.steps["c"], stage, new)
+        assert stage[0].needs_compensation
+        assert stage[0].undos == [(undo_c, None)]
+
+    def test_the_fallback_s_loop_is_carried_apart_from_the_action_s(self) -> None:
+        record, log = a_saga_in_the_middle()
+        record.steps["c"].served_by = "p1"
+        loops = {"c/forward": LoopState(tried=3), "c/fallback": LoopState(tried=7)}
+        carry = capture(record, log, decisions={}, loops=loops, version=1, runs=0, history_length=1)
+        _, restored = restore(round_trip(carry), bare_record())
+        assert restored["c/fallback"] == LoopState(tried=7)
+
+    def test_a_step_still_to_run_is_not_finished(self) -> None:
+        for status in (StepStatus.PENDING, StepStatus.RUNNING):
+            assert not finished(Step(c, optional=True), state("c", status))
+        # Not an optional step's undo: a step compensating belongs to the saga's compensation.
+        assert not finished(Step(c), state("c", StepStatus.COMPENSATION_FAILED))
 
 
 def test_the_revision_base_is_read_from_the_memo() -> None:

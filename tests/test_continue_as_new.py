@@ -153,7 +153,42 @@ deadlined = Saga(
     steps=[fast(a, undo_a), fast(b, undo_b, retry=SLOW_FOREVER)],
 )
 
-SAGAS = [forever, then_refused, waiting, waiting_long, imperative, deadlined]
+# b fails for good (outcome unknown) and is optional: its undo retries across the limit.
+optional_undone = Saga(
+    "can_optional_undone",
+    input=Order,
+    steps=[
+        fast(a, undo_a),
+        fast(b, undo_b, optional=True, compensation_retry=FAST_FOREVER),
+        Step(c, retriable=True, retry=FAST_FOREVER),
+    ],
+)
+# b's action and then its fallback (p1) retry across the limit (the plan's faults for "b"
+# count the calls of both: they run as step b).
+FIFTEEN = RetryPolicy(
+    initial_interval=timedelta(milliseconds=50),
+    maximum_interval=timedelta(milliseconds=200),
+    maximum_attempts=15,
+)
+degrading = Saga(
+    "can_degrading",
+    input=Order,
+    steps=[
+        fast(a, undo_a),
+        fast(b, undo_b, retry=FIFTEEN, fallback=p1, fallback_compensate=undo_p1),
+    ],
+)
+
+SAGAS = [
+    forever,
+    then_refused,
+    waiting,
+    waiting_long,
+    imperative,
+    deadlined,
+    optional_undone,
+    degrading,
+]
 
 
 @pytest.fixture
@@ -254,6 +289,74 @@ class TestCompensationAfterContinuing:
         assert undone_in_order(saga_id) == ["p1", "b", "a"]
         assert ledger.active(saga_id) == set()
         assert forward_calls(saga_id, "a") == [1]
+
+
+async def runs_of(client: Client, saga_id: str) -> list[tuple[Carry | None, list[str]]]:
+    """Each run of the saga, newest first: what it was started with from the run before
+    (None: the first run), and the activities it scheduled."""
+    found: list[tuple[Carry | None, list[str]]] = []
+    run_id = ""
+    converter = client.data_converter.payload_converter
+    while True:
+        handle = client.get_workflow_handle(saga_id, run_id=run_id or None)
+        events = (await handle.fetch_history()).events
+        scheduled = [
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in events
+            if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        attributes = events[0].workflow_execution_started_event_attributes
+        if len(attributes.input.payloads) < 2:
+            found.append((None, scheduled))
+            return found
+        found.append((converter.from_payload(attributes.input.payloads[1], Carry), scheduled))
+        run_id = attributes.continued_execution_run_id
+
+
+class TestDegradedStepsAcrossRuns:
+    async def test_a_failed_optional_step_is_undone_once_and_never_run_again(
+        self, limited: SagaClient
+    ) -> None:
+        saga_id = await start(
+            limited,
+            "can_optional_undone",
+            transient={"b": 3, "c": 8},
+            compensation_failures={"b": 12},
+        )
+        state = await limited.result(saga_id)
+        assert state.status is SagaStatus.COMPLETED, state.error
+        assert (await carried(limited.client, saga_id)) is not None
+        b_step = state.step("b")
+        assert b_step.status is StepStatus.FAILED_OPTIONAL
+        assert b_step.compensation is not None
+        assert b_step.compensation.attempts == 13
+        # Neither run again after the continue-as-new, nor cut off mid-undo.
+        assert forward_calls(saga_id, "b") == [1, 2, 3]
+        undos = [n for s, _, n in ledger.calls(saga_id, "compensation") if s == "b"]
+        assert undos == list(range(1, 14))
+        assert ledger.active(saga_id) == {"a", "c"}
+
+    async def test_a_fallback_resumes_as_the_fallback(self, limited: SagaClient) -> None:
+        # The action fails 15 times (its budget), the fallback 14 times, then serves.
+        saga_id = await start(limited, "can_degrading", transient={"b": 29})
+        state = await limited.result(saga_id)
+        assert state.status is SagaStatus.COMPLETED, state.error
+        assert state.step("b").served_by == "p1"
+        assert forward_calls(saga_id, "b") == list(range(1, 31))
+        # The action it replaced undone once, as the fallback served.
+        assert [n for s, _, n in ledger.calls(saga_id, "compensation") if s == "b"] == [1]
+        # A run that began in the fallback's retries went on with them, not with the action.
+        in_fallback = 0
+        for carry, scheduled in await runs_of(limited.client, saga_id):
+            if carry is None:
+                continue
+            (b_state,) = [s for s in carry.steps if s.name == "b"]
+            if b_state.status is StepStatus.RUNNING and b_state.served_by == "p1":
+                in_fallback += 1
+                assert "b" not in scheduled
+                assert "p1" in set(scheduled)
+                assert carry.loops["b/fallback"].tried > 0
+        assert in_fallback > 0
 
 
 class TestImperativeSagasResume:

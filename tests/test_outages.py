@@ -288,6 +288,37 @@ class TestLongOutage:
         assert max(waits) <= timedelta(seconds=12)
 
 
+class TestAcrossRuns:
+    """Sagas that continue as new before every attempt but their first (a tiny history
+    limit): the outage's counters go on from run to run."""
+
+    @pytest.fixture
+    async def sagas(self, dev_env: WorkflowEnvironment) -> AsyncIterator[SagaClient]:
+        outage = OutagePolicy(failure_threshold=2, cooldown=timedelta(seconds=1.5))
+        task_queue = f"outage-{uuid.uuid4()}"
+        async with build_worker(dev_env.client, task_queue=task_queue, sagas=SAGAS, outage=outage):
+            yield SagaClient(dev_env.client, task_queue=task_queue, history_events_limit=10)
+
+    async def test_a_refused_attempt_is_not_carried_as_tried(self, sagas: SagaClient) -> None:
+        # As in TestCircuitBreaker: five failures against a budget of four, the circuit open
+        # twice. Carried as counted before the refusal reset it, the budget ran out.
+        saga_id = await start(sagas, "o_pay_four_times", o_pay=5)
+        state = await finished(sagas, saga_id)
+        assert state.status is SagaStatus.COMPLETED, state.error
+        assert CALLS[saga_id] == ["o_pay"] * 6
+        handle = sagas.client.get_workflow_handle(saga_id)
+        started = (await handle.fetch_history()).events[0]
+        assert started.workflow_execution_started_event_attributes.continued_execution_run_id
+
+    async def test_the_outage_patience_is_not_restarted_by_a_new_run(
+        self, sagas: SagaClient
+    ) -> None:
+        saga_id = await start(sagas, "o_impatient", o_pay=ALWAYS)
+        state = await finished(sagas, saga_id)
+        assert state.status is SagaStatus.COMPENSATED
+        assert "outage patience" in (state.step("pay").error or "")
+
+
 class TestGracefulDegradation:
     """A fallback serves when a step fails for good; an optional step may fail."""
 
