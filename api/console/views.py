@@ -120,11 +120,20 @@ def timeline(saga: SagaPublic, now: datetime | None = None) -> tuple[list[Lane],
         lanes.append(
             Lane(
                 s,
-                bar(s.started_at, s.ended_at, s.status.value, s.attempts),
+                bar(s.started_at, s.ended_at, _forward_outcome(s), s.attempts),
                 bar(c.started_at, c.ended_at, c.status.value, c.attempts) if c else None,
             )
         )
     return lanes, span
+
+
+#: Step statuses after the compensation began: the forward action itself had succeeded.
+_UNDONE = {"compensating", "compensated", "compensation_failed", "resolved"}
+
+
+def _forward_outcome(step: StepPublic) -> str:
+    undone = step.status.value in _UNDONE and step.error is None
+    return "succeeded" if undone else step.status.value
 
 
 def choices(saga: SagaPublic) -> list[Choice]:

@@ -12,16 +12,20 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 from temporalio.client import Client
 
 from api.main import create_app
+from api.metrics import ApiMetrics
+from api.service import SagaService
+from engine import SagaClient
 from engine.config import Settings
 from engine.store import SagaStore
-from engine.worker import build_worker
+from engine.worker import build_worker, load_modules
 from tests.support import ledger
 from tests.support.processes import free_port
 from tests.support.sagas import ALL
@@ -120,3 +124,16 @@ async def serve_console(client: Client, directory: Path) -> AsyncIterator[Consol
             server.should_exit = True
             await serving
             store.close()
+
+
+def offline_app(store: SagaStore, **settings: Any) -> FastAPI:
+    """The API over a saga store alone, for the console's pages (tests, timings).
+
+    The pages read only the store (a saga it holds is never looked up in Temporal), so the
+    service gets no Temporal client: an action or an unknown saga would fail here.
+    """
+    load_modules(["tests.support.sagas", *settings.pop("modules", [])])
+    config = Settings(database_url=store.url, api_keys=[OPS, VIEWER],
+                      api_key_roles=["viewer:read"], **settings)  # fmt: skip
+    service = SagaService(config, cast(SagaClient, None), store, ApiMetrics())
+    return create_app(config, service=service)
