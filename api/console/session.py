@@ -11,6 +11,8 @@ front of the console): a request with that header is taken on the header alone.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from urllib.parse import urlsplit
@@ -29,13 +31,23 @@ def key_of(request: Request) -> ApiKey | None:
     """The caller's key from the Authorization header or the console's cookie, else None."""
     keys: list[ApiKey] = request.app.state.api_keys
     header = request.headers.get("authorization")
-    cookie = request.cookies.get(COOKIE)
+    cookie = _decoded(request.cookies.get(COOKIE))
     offered = header if header else f"Bearer {cookie}" if cookie else None
     if keys and offered is None:
         return None
     try:
         return authenticate(keys, offered)
     except SagaError:
+        return None
+
+
+def _decoded(cookie: str | None) -> str | None:
+    # Keys may hold characters a cookie cannot (";", ",", spaces): the cookie is base64url.
+    if not cookie:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cookie.encode("ascii")).decode()
+    except (binascii.Error, UnicodeError, ValueError):
         return None
 
 
@@ -50,7 +62,7 @@ def check_key(request: Request, secret: str) -> ApiKey | None:
 def log_in(request: Request, response: Response, secret: str) -> None:
     response.set_cookie(
         COOKIE,
-        secret.strip(),
+        base64.urlsafe_b64encode(secret.strip().encode()).decode("ascii"),
         max_age=COOKIE_SECONDS,
         path="/console",
         httponly=True,
