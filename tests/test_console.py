@@ -167,6 +167,8 @@ class TestSession:
             listed = await http.get("/console")
             assert listed.status_code == 200
             assert "default-src 'none'" in listed.headers["content-security-policy"]
+            # Only /console and below are the console's: a look-alike path still wants a key.
+            assert (await http.get("/consoles")).status_code == 401
             # The cookie is the console's: the JSON API still wants the header.
             sent = {"Cookie": f"sagas_console={http.cookies['sagas_console']}"}
             assert (await http.get("/sagas", headers=sent)).status_code == 401
@@ -182,6 +184,8 @@ class TestSession:
             token = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
             assert token is not None
             url = f"/console/sagas/{saga_id}/actions/approve"
+            async with httpx.AsyncClient(base_url=console.url) as stranger:
+                assert (await stranger.post(url, data={"csrf": token[1]})).status_code == 401
             assert (await http.post(url, data={"csrf": "0" * 64})).status_code == 403
             foreign = {"Origin": "https://evil.example"}
             answer = await http.post(url, data={"csrf": token[1]}, headers=foreign)
