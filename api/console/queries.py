@@ -11,7 +11,7 @@ from sqlmodel import col, select
 
 from engine import SagaStatus
 from engine._store_tables import SagaRow
-from engine.store import SagaStore, StoredSaga
+from engine.store import SagaStore, StoredSaga, mask_text
 
 #: How many sagas of each kind the "needs a person" panel shows at most.
 ATTENTION_LIMIT = 50
@@ -19,7 +19,8 @@ ATTENTION_LIMIT = 50
 
 @dataclass(frozen=True)
 class Attention:
-    """A saga that needs a person, and why (one line an operator reads first)."""
+    """A saga that needs a person, and why (one line an operator reads first; masked like
+    the API's errors: a participant's refusal may echo a card number)."""
 
     saga: StoredSaga
     why: str
@@ -54,7 +55,7 @@ def needing_a_person(store: SagaStore, *, saga_type: str | None) -> list[Attenti
     found: list[Attention] = []
     for status in (SagaStatus.COMPENSATION_FAILED, SagaStatus.AWAITING_APPROVAL):
         page = store.page(saga_type=saga_type, status=status.value, limit=ATTENTION_LIMIT)
-        found += [Attention(saga, _why(saga)) for saga in page.items]
+        found += [Attention(saga, mask_text(_why(saga)) or "") for saga in page.items]
     for status in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
         page = store.page(saga_type=saga_type, status=status.value, limit=ATTENTION_LIMIT)
         found += [Attention(saga, why) for saga in page.items if (why := _waiting(saga))]
