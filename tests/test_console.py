@@ -38,6 +38,8 @@ playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is missing: `make install` installs it"
 )
 expect = playwright_api.expect
+# The machine running the suite may be busy: allow a page 15 s to show what it must.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="module")
