@@ -117,6 +117,7 @@ class TestOperatorPaths:
         await page.get_by_role("button", name="Approve").click()
         await expect(page.get_by_role("status").filter(has_text="Approved.")).to_be_visible()
         # The worker finishes the saga after the answer: the page's script reloads it.
+        await console.status(saga_id, "completed")
         await expect(page.locator("#status")).to_have_text("completed")
         await expect(page.locator("table.history")).to_contain_text("within budget")
         await expect(page.locator(".timeline")).to_contain_text("approved by ops")
@@ -131,6 +132,10 @@ class TestOperatorPaths:
         await page.goto(f"/console/sagas/{saga_id}")
         await expect(page.locator("#status")).to_have_text("awaiting approval")
         await expect(page.locator(".actions")).to_have_count(0)
+        # The page follows the saga but reloads only when it changes: a marker survives.
+        await page.evaluate("window.marker = 1")
+        await page.wait_for_timeout(1500)
+        assert await page.evaluate("window.marker") == 1
         await expect(page.get_by_text("this key lacks the role")).to_be_visible()
 
         # Posting anyway, with the session's own CSRF token (from the log-out form): 403.

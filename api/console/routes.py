@@ -280,7 +280,8 @@ async def live(
     """The page's version each time the saga changes (the page's script reloads on news)."""
     async with contextlib.aclosing(service.watch(saga_id)) as changes:
         async for saga in changes:
-            yield ServerSentEvent(event="version", data=views.version(saga))
+            # raw_data: the version as it is (``data`` would send it JSON-quoted).
+            yield ServerSentEvent(event="version", raw_data=views.version(saga))
 
 
 async def _form(request: Request) -> dict[str, str]:
