@@ -10,7 +10,7 @@ RUNTIME_LOCK := requirements.lock
 UV      ?= uv
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test test-all chaos lint format typecheck lock clean bench
+.PHONY: help install dev test test-all chaos lint format typecheck lock clean bench browser
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -31,10 +31,26 @@ install: $(STAMP)  ## create .venv and install the locked dependencies
 dev: $(STAMP)  ## run the whole stack on embedded defaults (Ctrl-C stops it)
 	$(BIN)/sagas dev --module workflows --module examples
 
-test: $(STAMP)  ## run the test suite (slow suites excluded)
+# The console's browser tests (tests/test_console.py) drive Debian's Chromium through
+# Playwright, which must not download a browser of its own. As root with apt, install it;
+# otherwise say how (the tests then skip, naming this target).
+CHROMIUM ?= /usr/bin/chromium
+browser:  ## install Chromium for the console's browser tests (Debian: apt-get install chromium)
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "make: installing chromium for the browser tests (apt-get install -y chromium)"; \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } || \
+	  echo "make: apt-get could not install chromium; the browser tests will be skipped"; \
+	else \
+	  echo "make: $(CHROMIUM) is missing; the browser tests will be skipped."; \
+	  echo "      Install it with: sudo apt-get install -y chromium (Debian/Ubuntu)"; \
+	fi
+
+test: $(STAMP) browser  ## run the test suite (slow suites excluded)
 	$(BIN)/pytest -m "not slow"
 
-test-all: $(STAMP)  ## run every suite, slow ones included
+test-all: $(STAMP) browser  ## run every suite, slow ones included
 	$(BIN)/pytest
 
 bench: $(STAMP)  ## benchmarks (not tests): API vs client, tracing on/off, engine vs hand-written

@@ -104,20 +104,34 @@ class Authenticate:
 
     ``routes`` are the routers' own routes, whose roles api.roles names (the app's are
     FastAPI's internal wrappers of them); ``open_paths`` need no key (health, metrics; the
-    docs where they are open). The key found is left in the scope's state for
+    docs where they are open), nor do paths under ``open_prefixes`` (the console, which checks
+    keys and roles itself). The key found is left in the scope's state for
     :func:`require_key`.
     """
 
     def __init__(
-        self, app: ASGIApp, keys: list[ApiKey], routes: list[BaseRoute], open_paths: Collection[str]
+        self,
+        app: ASGIApp,
+        keys: list[ApiKey],
+        routes: list[BaseRoute],
+        open_paths: Collection[str],
+        open_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.keys = keys
         self.routes = routes
         self.open_paths = frozenset(open_paths)
+        self.open_prefixes = tuple(p.rstrip("/") + "/" for p in open_prefixes)
+        self.open_roots = frozenset(p.rstrip("/") for p in open_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if (
+            scope["type"] != "http"
+            or path in self.open_paths
+            or path in self.open_roots
+            or path.startswith(self.open_prefixes)
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from temporalio.service import RetryConfig
 
-from api import openapi, problems
+from api import console, openapi, problems
 from api.auth import Authenticate, parse_keys, require_key
 from api.hosts import HostCheck, allowed_hosts
 from api.limits import DeclaredLengthLimit
@@ -117,6 +117,7 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
     codec_limit = settings.codec_max_body_bytes
     app.include_router(codec.router, dependencies=authenticated, max_body_size=codec_limit)
     app.include_router(health.router, max_body_size=limit)
+    console.install(app, max_body_size=limit)
     app.add_middleware(DeclaredLengthLimit, limit=limit, limits={codec.router.prefix: codec_limit})
     # Keys and roles from the headers, before any body is read (see api/auth.py).
     open_paths = {"/healthz", "/readyz", "/metrics"}
@@ -124,7 +125,10 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
         open_paths |= {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
     routers = (sagas.router, saga_types.router, codec.router)
     routes = [route for router in routers for route in router.routes]
-    app.add_middleware(Authenticate, keys=keys, routes=routes, open_paths=open_paths)
+    # The console checks keys and roles itself: a browser carries its key in a cookie.
+    app.add_middleware(
+        Authenticate, keys=keys, routes=routes, open_paths=open_paths, open_prefixes=("/console",)
+    )
     hosts = allowed_hosts(settings.api_allowed_hosts, production=production)
     app.add_middleware(HostCheck, hosts=hosts, open_paths={"/healthz", "/readyz", "/metrics"})
     # Outside the checks, so that refused requests (401, 403, 400, 413) are counted too.
