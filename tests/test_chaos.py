@@ -86,7 +86,7 @@ async def break_while_starting(stack: Stack, *, span: float, worker_kills: int) 
             await restart(stack, name)
 
 
-@sizes(Size(24, rate=4, kills=1), Size(400, rate=5, kills=10))
+@sizes(Size(16, rate=4, kills=1), Size(400, rate=5, kills=10))
 async def test_crashes_lose_nothing_and_duplicate_nothing(tmp_path: Path, size: Size) -> None:
     """Workers killed -9 at random moments, the API killed mid-request, the Temporal server
     killed -9 and restarted: every saga ends, once, and agrees with the participants."""
@@ -110,7 +110,7 @@ async def test_crashes_lose_nothing_and_duplicate_nothing(tmp_path: Path, size: 
     assert set(verdict.statuses) <= ENDINGS, str(verdict)
 
 
-@sizes(Size(40, rate=10), Size(1000, rate=15))
+@sizes(Size(24, rate=8), Size(1000, rate=15))
 async def test_transient_faults_and_refusals_end_by_the_rules(tmp_path: Path, size: Size) -> None:
     """20 % of participant calls fail transiently, 10 % of the sagas are refused: every saga
     ends in a status the rules allow, and the checker finds nothing out of place."""
@@ -129,7 +129,7 @@ async def test_transient_faults_and_refusals_end_by_the_rules(tmp_path: Path, si
     assert verdict.statuses.get(SagaStatus.COMPLETED, 0) >= 0.8 * size.sagas, str(verdict)
 
 
-@sizes(Size(20, rate=4, outage=6), Size(200, rate=5, outage=30))
+@sizes(Size(16, rate=4, outage=5), Size(200, rate=5, outage=30))
 async def test_sagas_go_on_while_the_store_is_down(tmp_path: Path, size: Size) -> None:
     """The saga store's PostgreSQL stopped mid-run: sagas already started go on (Temporal
     holds them), starts are refused meanwhile (5xx, retried by the client with its key), and
@@ -185,7 +185,7 @@ async def store_lag(api_url: str, states: list[SagaState], *, timeout: float) ->
             await asyncio.sleep(1)
 
 
-@sizes(Size(24, rate=4, outage=12), Size(400, rate=8, outage=30))
+@sizes(Size(16, rate=4, outage=8), Size(400, rate=8, outage=30))
 async def test_an_outage_of_the_participants_costs_time_not_outcomes(
     tmp_path: Path, size: Size
 ) -> None:
