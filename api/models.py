@@ -98,6 +98,17 @@ class SagaFilters(BaseModel):
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=500, pattern=r"^[A-Za-z0-9_-]+$")
 
+    def page_query(self) -> dict[str, Any]:
+        """These filters as the arguments of ``SagaStore.page``."""
+        return {
+            "saga_type": self.type,
+            "status": self.status.value if self.status else None,
+            "created_after": self.created_after,
+            "created_before": self.created_before,
+            "limit": self.limit,
+            "cursor": self.cursor,
+        }
+
 
 class BulkRetryPublic(BaseModel):
     """What a bulk retry of parked sagas did."""

@@ -161,15 +161,7 @@ class SagaService:
 
     async def page(self, filters: SagaFilters) -> SagaPage:
         """A page of sagas, newest first."""
-        page = await asyncio.to_thread(
-            self.store.page,
-            saga_type=filters.type,
-            status=filters.status.value if filters.status else None,
-            created_after=filters.created_after,
-            created_before=filters.created_before,
-            limit=filters.limit,
-            cursor=filters.cursor,
-        )
+        page = await asyncio.to_thread(lambda: self.store.page(**filters.page_query()))
         return SagaPage(
             items=[self.present(item) for item in page.items], next_cursor=page.next_cursor
         )

@@ -149,14 +149,7 @@ async def saga_list(request: Request, service: ServiceDep, key: Key) -> HTMLResp
             created_before=filters.created_before,
         ),
         lambda: queries.needing_a_person(store, saga_type=filters.type),
-        lambda: store.page(
-            saga_type=filters.type,
-            status=filters.status.value if filters.status else None,
-            created_after=filters.created_after,
-            created_before=filters.created_before,
-            limit=filters.limit,
-            cursor=filters.cursor,
-        ),
+        lambda: store.page(**filters.page_query()),
     )
     older = None
     if found.next_cursor:
