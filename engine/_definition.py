@@ -174,7 +174,10 @@ class Saga(SagaDefinition[InputT]):
             max_input_bytes=max_input_bytes,
         )
         self.local_steps = local_steps
-        self.stages: tuple[Stage, ...] = tuple(_with_local_default(s, local_steps) for s in steps)
+        # Steps that do not say keep local=None (regular) unless the saga says local_steps.
+        self.stages: tuple[Stage, ...] = tuple(
+            _with_local_default(s, True) if local_steps else s for s in steps
+        )
         _check_stages(name, self.stages)
         self._groups = tuple(stage_steps(stage) for stage in self.stages)
 
