@@ -59,7 +59,7 @@ async def _trip(trip: Trip, *, local: bool) -> dict[str, str]:
             done.append((name, undo, booked))
     except FailureError:  # a local activity's failure may come back bare, not as ActivityError
         for name, undo, booked in reversed(done):
-            compensation = Compensation(
+            compensation: Compensation[Trip, Booked] = Compensation(
                 saga_id=saga_id, step=name, idempotency_key=f"{saga_id}/{name}",
                 input=trip, output=booked,
             )  # fmt: skip

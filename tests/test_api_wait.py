@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.deps import prefer_wait
 from api.main import create_app
+from engine import SagaClient
 from engine.config import Settings
 from engine.store import SagaStore
 from engine.worker import build_worker
@@ -139,3 +140,22 @@ def test_prefer_wait_is_read_as_rfc_7240_says() -> None:
     assert prefer_wait('wait="2";x=1') == 2
     assert prefer_wait("wait=soon") is None
     assert prefer_wait("return=minimal") is None
+
+
+async def test_the_clients_settled_follows_the_history(dev_env: WorkflowEnvironment) -> None:
+    # What `sagas start --wait` uses: the end, or a person's turn, or the state at the bound.
+    task_queue = f"settled-{uuid.uuid4()}"
+    async with build_worker(dev_env.client, task_queue=task_queue, sagas=ALL):
+        sagas = SagaClient(dev_env.client, task_queue=task_queue)
+        done = await sagas.start("three_steps", {"order_id": f"o-{uuid.uuid4().hex[:8]}"})
+        assert (await sagas.settled(done, timeout=30)).status.value == "completed"
+        order = f"o-{uuid.uuid4().hex[:8]}"
+        waiting = await sagas.start("approval", {"order_id": order, "amount": 500})
+        assert (await sagas.settled(waiting, timeout=30)).status.value == "awaiting_approval"
+        await sagas.reject(waiting)
+        order = f"o-{uuid.uuid4().hex[:8]}"
+        ledger.plan(order, slow={"b": 2})
+        slow = await sagas.start("three_steps", {"order_id": order})
+        assert (await sagas.settled(slow, timeout=0.5)).status.value == "running"
+        assert (await sagas.settled(slow, timeout=30)).status.value == "completed"
+        await sagas.wait_for(waiting, until=lambda s: s.status.is_final)
