@@ -5,6 +5,7 @@ The activities do no I/O, so what is measured is the engine, Temporal and the st
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from pydantic import BaseModel
@@ -19,6 +20,8 @@ class Trip(BaseModel):
     amount: int = 100
     #: The step that refuses (flight, hotel or charge): the saga compensates what it did.
     fail_at: str | None = None
+    #: Seconds the flight takes (bench/api_wait.py: sagas that stay running).
+    hold_seconds: float = 0.0
 
 
 def _refuse_at(trip: Trip, step: str) -> None:
@@ -32,6 +35,8 @@ class Booked(BaseModel):
 
 @activity.defn
 async def bench_reserve_flight(trip: Trip) -> Booked:
+    if trip.hold_seconds:
+        await asyncio.sleep(trip.hold_seconds)
     _refuse_at(trip, "flight")
     return Booked(what="flight")
 
