@@ -45,6 +45,8 @@ from engine._step import Step
 from engine._step_info import activity_id_for
 from engine._tracing import record_failed_attempt
 
+#: The marker a saga leaves before its first local attempt (see ``_execute``).
+LOCAL_STEPS_PATCH = "local-steps"
 # One attempt per activity: the loop below decides about the next one.
 _ONE_TRY = RetryPolicy(maximum_attempts=1)
 
@@ -154,7 +156,11 @@ async def _execute(
     """
     activity_id = activity_id_for(step.step_name, phase, attempt)
     cancellation = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-    if step.local:
+    # The patch lets a definition turn steps local while sagas that had no local step are in
+    # flight: replaying their histories, a step is regular where it was. It is one marker per
+    # saga, not per step: turning one more step local in a saga that already has local steps
+    # takes a new definition version (``Saga(..., version=2)``).
+    if step.local and workflow.patched(LOCAL_STEPS_PATCH):
         try:
             return await workflow.execute_local_activity(
                 fn,

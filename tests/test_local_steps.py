@@ -105,7 +105,15 @@ mixed_saga = Saga(
         Step(b, compensate=undo_b, name="b", retry=FAST),
     ],
 )
-SAGAS = [local_saga, mixed_saga]
+regular_saga = Saga(
+    "l_regular",
+    input=Job,
+    steps=[
+        Step(a, compensate=undo_a, name="a", retry=FAST),
+        Step(b, compensate=undo_b, name="b", retry=FAST),
+    ],
+)
+SAGAS = [local_saga, mixed_saga, regular_saga]
 
 
 @pytest.fixture
@@ -143,7 +151,7 @@ async def test_a_local_saga_completes_without_activity_tasks(sagas: SagaClient) 
     assert [key for *_, key in SEEN[saga_id]] == [keys["a"], keys["b"], keys["c"]]
     events = await event_types(sagas, saga_id)
     assert events.count("10") == 0  # ACTIVITY_TASK_SCHEDULED: none, the results are markers
-    assert events.count("25") == 3  # MARKER_RECORDED, one per attempt
+    assert events.count("25") == 4  # MARKER_RECORDED: the local-steps patch, one per attempt
 
 
 async def test_local_attempts_back_off_and_count(sagas: SagaClient) -> None:
@@ -254,3 +262,28 @@ def test_refusals_are_marked_benign_and_kept_whole() -> None:
         "no", non_retryable=True, category=ApplicationErrorCategory.UNSPECIFIED
     )
     assert as_benign(chosen).category is ApplicationErrorCategory.BENIGN
+
+
+async def test_a_step_turned_local_keeps_running_sagas_replayable(
+    sagas: SagaClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A history recorded while no step was local replays once the definition makes its steps
+    # local (the engine's patch): sagas in flight survive the change of definition.
+    from engine import _registry
+
+    saga_id, state = await run(sagas, "l_regular", b=0)
+    assert state.status is SagaStatus.COMPENSATED
+    history = await sagas.client.get_workflow_handle(saga_id).fetch_history()
+    flipped = Saga(
+        "l_regular",
+        input=Job,
+        steps=[
+            Step(a, compensate=undo_a, name="a", retry=FAST, local=True),
+            Step(b, compensate=undo_b, name="b", retry=FAST, local=True),
+        ],
+    )
+    monkeypatch.setitem(_registry._definitions, "l_regular", {})
+    replayed = await build_replayer([flipped]).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert replayed.replay_failure is None, replayed.replay_failure
