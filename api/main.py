@@ -81,6 +81,7 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
             task_queue=settings.task_queue,
             rpc_timeout=timedelta(seconds=settings.api_temporal_timeout_seconds),
             update_timeout=timedelta(seconds=settings.api_action_timeout_seconds),
+            history_events_limit=settings.history_events_limit,
         )
         # Links into the Temporal UI name the namespace the connection resolved to.
         resolved = settings.model_copy(update={"namespace": connection.namespace})

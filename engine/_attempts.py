@@ -37,6 +37,7 @@ from temporalio.exceptions import (
     is_cancelled_exception,
 )
 
+from engine._continue import attempt_loop
 from engine._logging import redact_text
 from engine._outage import OutageExhausted, OutageWait
 from engine._participants import participant_refusal
@@ -81,10 +82,11 @@ async def run_attempts(
     participant that its worker refuses to call (None: no limit). A cancelled attempt raises
     ``CancelledError``.
     """
-    budget_end = workflow.now() + budget if budget else None
+    loop = attempt_loop(step.step_name, phase)  # continue-as-new (engine._continue)
+    budget_end, tried = loop.resume(budget)
     outage = OutageWait(counter, span, patience, on_change)
-    tried = 0
     while True:
+        await loop.checkpoint()
         start_to_close = step.start_to_close
         if budget_end is not None:
             left = budget_end - workflow.now()
@@ -98,7 +100,8 @@ async def run_attempts(
         tried += 1
         on_change()
         try:
-            result = await _execute(fn, arg, step, phase, counter.attempts, start_to_close)
+            with loop.attempt(tried, budget_end):
+                result = await _execute(fn, arg, step, phase, counter.attempts, start_to_close)
             outage.answered()
             return result
         except ActivityError as exc:

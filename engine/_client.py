@@ -29,6 +29,7 @@ from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 from engine import _registry
 from engine._connection import TemporalConnection, explain_failure
+from engine._continue import LIMIT_MEMO
 from engine._errors import (
     CONFLICT,
     InvalidSagaInput,
@@ -121,6 +122,11 @@ class SagaClient:
     ``rpc_timeout`` bounds each call to Temporal; ``update_timeout`` bounds an operator
     action, which waits until a worker has run it (TemporalTimeout after it: the action may
     still be applied when a worker comes back). None: the SDK's defaults (no bound).
+
+    A saga continues as new when Temporal suggests it or when its history reaches
+    ``history_events_limit`` events (default: ``SAGAS_HISTORY_EVENTS_LIMIT``, else Temporal's
+    suggestion only), the limit it is started with. Every call here follows the saga's latest
+    run: a continued saga is one saga.
     """
 
     def __init__(
@@ -130,11 +136,13 @@ class SagaClient:
         task_queue: str = DEFAULT_TASK_QUEUE,
         rpc_timeout: timedelta | None = None,
         update_timeout: timedelta | None = None,
+        history_events_limit: int | None = None,
     ) -> None:
         self.client = client
         self.task_queue = task_queue
         self.rpc_timeout = rpc_timeout
         self.update_timeout = update_timeout
+        self.history_events_limit = history_events_limit
 
     @classmethod
     async def connect(
@@ -169,15 +177,17 @@ class SagaClient:
                 errors=[{"loc": ("saga_id",), "msg": "invalid saga id", "type": "value_error"}],
             )
         saga_id = saga_id or f"{saga_type}-{uuid.uuid4()}"
+        limit = self.history_events_limit or get_settings().history_events_limit
         try:
             await self.client.start_workflow(
                 saga_type,
                 model,
                 id=saga_id,
                 task_queue=self.task_queue,
+                # In the start event, so that every replay of the saga reads the same limit.
+                memo={**(memo or {}), **({LIMIT_MEMO: limit} if limit else {})} or None,
                 # Saga ids are also the root of every idempotency key: never reuse one.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                memo=memo,
                 rpc_timeout=self.rpc_timeout,
             )
         except WorkflowAlreadyStartedError:

@@ -25,6 +25,7 @@ from opentelemetry.trace import Span
 from temporalio import workflow
 
 from engine._attempts import GaveUp, run_attempts
+from engine._carry import FINISHED, Resume
 from engine._compensation import Entry, UndoLog
 from engine._definition import SagaDefinition
 from engine._errors import StepFailed
@@ -43,6 +44,9 @@ class ForwardRunner:
         self._record = record
         self._log = log
         self.decisions: dict[str, Decision] = {}
+        # Steps that finished before the saga continued as new (engine._carry).
+        self.resume = Resume()
+        self._reached: set[str] = set()
 
     # StageRunner: what SagaRun (the imperative form) reads.
     @property
@@ -54,7 +58,8 @@ class ForwardRunner:
         return self._record.results
 
     def has_step(self, name: str) -> bool:
-        return name in self._record.steps
+        # Reached in this run (a continued run holds every step's state from the start).
+        return name in self._reached
 
     def declares(self, fn: Callable[..., Any]) -> bool:
         return any(fn is known for known in self._definition.activities)
@@ -76,17 +81,25 @@ class ForwardRunner:
     async def _run_step(self, step: Step, stage: list[Entry]) -> Any:
         record, name = self._record, step.step_name
         state = record.step_state(step)
+        self._reached.add(name)
+        if state.status in FINISHED:  # before the saga continued as new: the same outcome
+            return self.resume.replay(step, state, stage, record)
         if not step.should_run(record.input, record.results):
             record.set_step(state, StepStatus.SKIPPED)
             return None
-        if step.approval is not None and step.approval.required(record.input, record.results):
+        approval = step.approval
+        if (
+            approval
+            and name not in self.decisions
+            and approval.required(record.input, record.results)
+        ):
             await self._wait_for_approval(step, state)
         arg = step.action_input(record.input, record.results)
         if step.pivot:
             record.pivot_started = True
         entry = Entry(step=step, arg=arg, state=state)
         stage.append(entry)
-        state.started_at = workflow.now()
+        state.started_at = state.started_at or workflow.now()  # kept by a continue-as-new
         record.set_step(state, StepStatus.RUNNING)
         with saga_span(
             saga_type=record.saga_type, saga_id=record.saga_id, step=name, phase=FORWARD
@@ -161,10 +174,10 @@ class ForwardRunner:
         assert step.approval is not None
         record, name = self._record, step.step_name
         record.wait_for_decision(name)
+        # The time left: a saga that continued as new while waiting keeps its deadline.
+        timeout = step.approval.timeout - (workflow.now() - record.waiting_since[name])
         try:
-            await workflow.wait_condition(
-                lambda: name in self.decisions, timeout=step.approval.timeout
-            )
+            await workflow.wait_condition(lambda: name in self.decisions, timeout=timeout)
         except builtins.TimeoutError:
             record.end_step(state, StepStatus.FAILED, error="approval timed out")
             raise StepFailed(name, "approval timed out") from None

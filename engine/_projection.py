@@ -27,6 +27,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
+from engine._continue import revision_base
 from engine._state import SagaState, SagaStatus
 from engine._store import SagaStore
 
@@ -169,7 +170,8 @@ async def read_from_temporal(client: Client, saga_id: str) -> tuple[SagaState, i
     handle = client.get_workflow_handle(saga_id, result_type=SagaState)
     try:
         description = await handle.describe()
-        revision = description.history_length
+        # The latest run's length, above every earlier run's (a saga that continued as new).
+        revision = description.history_length + revision_base(await description.memo())
         if description.status == WorkflowExecutionStatus.RUNNING:
             state: SagaState = await handle.query("state", result_type=SagaState)
             return state, revision

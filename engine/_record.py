@@ -52,10 +52,14 @@ class SagaRecord:
         self.error: str | None = None
         self.cancel: CancelRequest | None = None
         self.awaiting: list[str] = []
+        self.waiting_since: dict[str, datetime] = {}  # when each awaited step began to wait
         self.pivot_started = False  # the pivot's action has been called: no way back
         self.past_pivot = False  # the pivot succeeded
         self.started_at: datetime = workflow.now()
         self.updated_at: datetime = self.started_at
+        # History events of the saga's earlier runs (engine._carry): the store's revision of
+        # a snapshot is this plus the current run's history length, rising across runs.
+        self.revision_base = 0
         self._listed_status: SagaStatus | None = None
         self._publish_scheduled = False
 
@@ -93,12 +97,20 @@ class SagaRecord:
         self.set_step(state, status)
 
     def wait_for_decision(self, step: str) -> None:
-        self.awaiting.append(step)
+        # Already waiting when the saga resumes a wait after it continued as new.
+        if step not in self.awaiting:
+            self.awaiting.append(step)
+        self.waiting_since.setdefault(step, workflow.now())
         self.changed()
 
     def stop_waiting(self, step: str) -> None:
         self.awaiting.remove(step)
+        self.waiting_since.pop(step, None)
         self.changed()
+
+    def listed(self, status: SagaStatus) -> None:
+        """The status the memo already shows (carried by a continue-as-new)."""
+        self._listed_status = status
 
     def measure(self, step: str, phase: str, outcome: str, since: datetime | None) -> None:
         """Record how long a step (or compensation) took from its first attempt."""
@@ -148,4 +160,5 @@ class SagaRecord:
         self._publish_scheduled = False
         info = workflow.info()
         snapshot = self.snapshot().model_dump(mode="json")
-        _projection.publish(info.task_queue, snapshot, info.get_current_history_length())
+        revision = self.revision_base + info.get_current_history_length()
+        _projection.publish(info.task_queue, snapshot, revision)

@@ -209,6 +209,8 @@ def record_failed_attempt(span: Span, *, attempt: int, error: str, retrying: boo
 
 def set_outcome(span: Span, outcome: str, *, attempts: int, error: str | None = None) -> None:
     """``saga.outcome`` (succeeded, failed, compensated, compensation_failed...) and status."""
+    if not span.is_recording():
+        return  # ended already: its run continued as new (engine._continue)
     span.set_attribute("saga.outcome", outcome)
     span.set_attribute("saga.attempts", attempts)
     if error is not None:

@@ -12,6 +12,8 @@ concerns: which definition version a saga runs, cancellation, the deadline.
 * ``engine._forward``: the forward runner, which writes the undo log.
 * ``engine._compensation``: the undo log and the compensation runner.
 * ``engine._attempts``: one activity per attempt, retries and backoff.
+* ``engine._continue`` and ``engine._carry``: continue-as-new, which keeps a saga's history
+  bounded, and the state the next run carries.
 
 The forward phase runs as its own task. ``run`` waits on it together with what can interrupt
 it (a cancel request, the deadline, a Temporal cancellation) and decides what an interruption
@@ -24,15 +26,16 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from engine import _metrics, _registry
+    from engine import _carry, _metrics, _registry
     from engine._compensation import CompensationRunner, UndoLog
+    from engine._continue import BASE_MEMO, LIMIT_MEMO, Continuation
     from engine._definition import SagaDefinition
     from engine._errors import CONFLICT, INVALID_INPUT, StepFailed
     from engine._forward import ForwardRunner
@@ -58,25 +61,41 @@ class SagaWorkflow:
         self._log = UndoLog()
         self._compensation = CompensationRunner(self._record, self._log)
         self._forward: ForwardRunner | None = None
+        # Read by the attempt loops (engine._continue.attempt_loop).
+        self.continuation = Continuation()
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> SagaState:
         record = self._record
-        definition = self._load_definition()
+        # The state of the saga's previous run, when it continued as new (engine._carry).
+        carry = None
+        if len(args) > 1:
+            carry = workflow.payload_converter().from_payload(args[1].payload, _carry.Carry)
+        definition = self._load_definition(carry.version if carry else None)
         try:
             raw = args[0].payload if args else None
             payload = workflow.payload_converter().from_payload(raw) if raw else {}
             record.input = definition.validate_input(payload)
         except Exception as exc:
             raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from None
-        for state in definition.initial_step_states(record.saga_id):
-            record.steps[state.name] = state
-        _metrics.saga_started(record.saga_type)
+        self._forward = ForwardRunner(definition, record, self._log)
+        if carry is None:
+            for state in definition.initial_step_states(record.saga_id):
+                record.steps[state.name] = state
+            _metrics.saga_started(record.saga_type)
+        else:
+            self._forward.resume, loops = _carry.restore(carry, record)
+            self._forward.decisions.update(carry.decisions)
+            self.continuation.resumed = loops
+        self.continuation.limit = workflow.memo_value(LIMIT_MEMO, None, type_hint=int)
         record.publish_soon()
 
-        self._forward = ForwardRunner(definition, record, self._log)
         forward = asyncio.create_task(definition.forward(self._forward))
+        self.continuation.enabled = True
         await self._wait_for_forward(forward, definition)
+        if not forward.done():  # its loops parked: they end with this run
+            self._continue_as_new(definition.version, carry.runs if carry else 0)
+        self.continuation.stop()
         if forward.cancelled() or forward.exception() is not None:
             record.error = self._describe_forward_failure(forward)
             if record.past_pivot:
@@ -92,14 +111,47 @@ class SagaWorkflow:
         record.publish_now()  # the final state, before the workflow completes
         return record.snapshot()
 
-    def _load_definition(self) -> SagaDefinition[Any]:
+    def _load_definition(self, version: int | None) -> SagaDefinition[Any]:
         saga_type = self._record.saga_type
         versions = _registry.versions(saga_type)
         if not versions:
             # A task failure, not a workflow failure: Temporal retries the task, so a worker
             # that does know this saga type (or a fixed deployment) picks the saga up.
             raise RuntimeError(f"saga type {saga_type!r} is not registered on this worker")
-        return pin_definition(versions)
+        if version is None:
+            return pin_definition(versions)
+        # A continued saga keeps the version its first run pinned.
+        for definition in versions:
+            if definition.version == version:
+                return definition
+        raise RuntimeError(f"saga {saga_type!r} version {version} is not registered on this worker")
+
+    def _continue_as_new(self, version: int, runs: int) -> NoReturn:
+        """End this run and go on in a new one of the same saga, with the state carried."""
+        record = self._record
+        assert self._forward is not None
+        carry = _carry.capture(
+            record,
+            self._log,
+            decisions=self._forward.decisions,
+            loops=self.continuation.loops,
+            version=version,
+            runs=runs,
+            history_length=workflow.info().get_current_history_length(),
+        )
+        self.continuation.end_parked_spans()
+        workflow.logger.info(
+            "saga continues as new",
+            extra={
+                "history_length": workflow.info().get_current_history_length(),
+                "runs": carry.runs,
+            },
+        )
+        workflow.continue_as_new(
+            args=[record.input, carry],
+            workflow=record.saga_type,
+            memo={**workflow.memo(), BASE_MEMO: carry.revision_base},
+        )
 
     async def _wait_for_forward(
         self, forward: asyncio.Task[None], definition: SagaDefinition[Any]
@@ -115,7 +167,10 @@ class SagaWorkflow:
                 timeout = max((deadline - workflow.now()).total_seconds(), 0.001)
             try:
                 await workflow.wait_condition(
-                    lambda: forward.done() or record.cancel is not None, timeout=timeout
+                    lambda: (
+                        forward.done() or record.cancel is not None or self.continuation.ready()
+                    ),
+                    timeout=timeout,
                 )
             except builtins.TimeoutError:
                 if not record.pivot_started and record.cancel is None:
@@ -131,9 +186,12 @@ class SagaWorkflow:
                 if record.pivot_started:
                     record.cancel = None  # refused; the update validator says why
                     continue
+                self.continuation.stop()
                 forward.cancel()
                 # Let running activities acknowledge their cancellation before compensating.
                 await workflow.wait([forward])
+            elif not forward.done() and self.continuation.ready():
+                return  # the forward phase goes on in the next run (see run)
 
     def _describe_forward_failure(self, forward: asyncio.Task[None]) -> str:
         if forward.cancelled():

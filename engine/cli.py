@@ -102,7 +102,9 @@ def load(modules: list[str] | None, settings: Settings) -> list[SagaDefinition[A
 
 async def client_for(settings: Settings) -> SagaClient:
     client = await connect(settings.temporal_connection(), data_converter=settings.data_converter())
-    return SagaClient(client, task_queue=settings.task_queue)
+    return SagaClient(
+        client, task_queue=settings.task_queue, history_events_limit=settings.history_events_limit
+    )
 
 
 def _plugins(group: str) -> list[tuple[str, Any]]:

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     #: Run sagas in Temporal's workflow sandbox (guards saga definitions against I/O, clocks
     #: and randomness in ``when``/``input`` callables); off saves CPU per saga.
     workflow_sandbox: bool = True
+    #: A saga continues as new (one saga, a fresh Temporal history) when Temporal suggests it
+    #: or once its history has this many events; unset, when Temporal suggests it only. Read
+    #: by whoever starts sagas (the API, the CLI): each saga keeps the limit it started with.
+    history_events_limit: int | None = Field(default=None, ge=100, le=50_000)
 
     # The saga store (sqlmodel; schema by Alembic).
     #: SQLAlchemy URL; default: SQLite file ``sagas.sqlite`` under ``data_dir``.
