@@ -1,7 +1,8 @@
 """The one way activities call participants: idempotency key, error mapping, heartbeats.
 
 * The step's idempotency key goes in ``Idempotency-Key`` and the saga id in ``Saga-Id``.
-* A 4xx is a business refusal: a non-retryable ``ApplicationError`` (the saga compensates).
+* A 4xx is a business refusal: a non-retryable ``ApplicationError`` (the saga compensates),
+  of category BENIGN.
 * A 5xx, a timeout or a connection error is transient: a retryable ``ApplicationError``.
 * While a call is outstanding the activity heartbeats, so a slow participant is not mistaken
   for a lost worker, and a cancelled activity stops waiting.
@@ -15,7 +16,7 @@ from typing import Any
 
 import httpx
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from engine import step_info
 from engine.config import get_settings
@@ -53,6 +54,8 @@ async def call(
             f"{participant} refused ({response.status_code}): {_detail(response)}",
             type="ParticipantRefused",
             non_retryable=True,
+            # An answer, not an incident: the SDK logs it at debug, without a traceback.
+            category=ApplicationErrorCategory.BENIGN,
         )
     payload: dict[str, Any] = response.json()
     return payload

@@ -38,5 +38,31 @@ IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$"),
 ]
+#: ``?wait=N`` on a get: answer once the saga is settled, or after N seconds.
+WaitSeconds = Annotated[
+    float | None,
+    Query(ge=0, le=3600, description="Seconds to wait for the saga to end or need a person"),
+]
+
+
+def prefer_wait(prefer: Annotated[str | None, Header(alias="Prefer")] = None) -> int | None:
+    """``wait=N`` from a ``Prefer`` header (RFC 7240), None without one.
+
+    Preferences are comma-separated, each ``token[=value]`` with optional ``;`` parameters;
+    one that cannot be read is ignored, as the RFC asks of a preference a server does not
+    understand.
+    """
+    for preference in (prefer or "").split(","):
+        name, _, value = preference.split(";")[0].partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        value = value.strip().strip('"')
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+#: ``Prefer: wait=N`` on a start.
+PreferWait = Annotated[int | None, Depends(prefer_wait)]
 #: The list's filters and page, as query parameters.
 SagaQuery = Annotated[SagaFilters, Query()]

@@ -259,6 +259,24 @@ class SagaService:
         """
         return self.streams.follow(saga_id)
 
+    async def wait(self, saga: SagaPublic, seconds: float) -> SagaPublic:
+        """The saga once it is settled (final, or waiting for a person), or after ``seconds``
+        (cut to SAGAS_API_WAIT_MAX_SECONDS) as it is then. ``saga`` is its state now.
+
+        Through the saga's shared poller (api.streams): no store polling per waiting request.
+        A workflow update that waits would answer sooner but write two events per waiter into
+        the saga's history (Temporal also bounds the updates in flight per workflow), and it
+        could not answer for a saga that has ended.
+        """
+        if settled(saga) or seconds <= 0:
+            return saga
+        seen = await self.streams.wait(saga.id, seconds, settled)
+        return seen if seen is not None else saga
+
+    def wait_seconds(self, asked: float) -> float:
+        """The wait applied for ``asked`` seconds: at most SAGAS_API_WAIT_MAX_SECONDS."""
+        return max(0.0, min(asked, self.settings.api_wait_max_seconds))
+
     def _look(self, saga_id: str) -> Look | None:
         """A poller's look at the saga in the store (blocking: on the hub's own threads)."""
         stored = self.store.get(saga_id)
@@ -325,6 +343,15 @@ def fingerprint(saga_type: str, input: Any) -> str:
     """What an idempotency key is bound to: the saga type and its input, canonical JSON."""
     canonical = json.dumps([saga_type, input], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+#: Statuses a saga stays in until a person acts: a wait answers with them.
+_FOR_A_PERSON = frozenset({SagaStatus.AWAITING_APPROVAL, SagaStatus.COMPENSATION_FAILED})
+
+
+def settled(saga: SagaPublic) -> bool:
+    """Whether a wait is over: the saga has ended or waits for a person."""
+    return saga.status.is_final or saga.status in _FOR_A_PERSON
 
 
 def _decided(state: SagaState) -> str | None:

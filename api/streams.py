@@ -147,6 +147,24 @@ class StreamHub:
                 if self._watches.get(saga_id) is watch:
                     del self._watches[saga_id]
 
+    async def wait(self, saga_id: str, seconds: float, settled: Callable[[Any], bool]) -> Any:
+        """The saga once ``settled(saga)``, or as last seen after ``seconds`` (None: unseen).
+
+        A waiting request follows the saga like a stream, so every waiter and stream of one
+        saga shares its one poller: a waiter costs a coroutine, not a store read per poll.
+        """
+        latest = None
+        try:
+            async with asyncio.timeout(seconds):
+                async with contextlib.aclosing(self.follow(saga_id)) as changes:
+                    async for saga in changes:
+                        latest = saga
+                        if settled(saga):
+                            break
+        except TimeoutError:
+            pass
+        return latest
+
     async def _poll(self, saga_id: str, watch: _Watch) -> None:
         loop = asyncio.get_running_loop()
         last = None

@@ -1,27 +1,47 @@
 """The engine against the same saga hand-written as a plain Temporal workflow.
 
-Three workers side by side on one embedded dev server, each on its own task queue, with the
-same activities and the same limits (100 activities, 100 workflow tasks): the hand-written
-workflow (``bench.handwritten``), the engine with its saga store off, and the engine with the
-store on (as deployed). Rounds rotate the order of the modes. Reported: completed sagas per
-second per mode, worker CPU per saga, and ratios against the hand-written baseline.
+Workers on one embedded dev server, each on its own task queue, with the same activities and
+the same limits (100 activities, 100 workflow tasks): the hand-written workflow
+(``bench.handwritten``), the engine with its saga store off, and the engine with the store on
+(as deployed). With ``--local``, also the engine's fast path (``bench_trip_local``: every step
+a local activity, on the store-off worker) and the hand-written workflow with local activities
+(Temporal's own fast path, for reference). ``--failures`` makes a quarter of the sagas refuse
+at each step (flight, hotel, charge) and compensate; the rest complete.
+
+Two set-ups:
+
+* side by side (default): every worker runs the whole time; rounds rotate the order of the
+  modes;
+* ``--alternate``: one worker active at a time (the others are paused with SIGSTOP, so they
+  take no CPU at all), rounds alternating between the modes.
+
+Reported per mode: completed sagas per second (mean, median, min-max over rounds), worker CPU
+per saga, and ratios against the hand-written baseline (of medians, and the spread of the
+per-round ratios).
 
     python -m bench.baseline --sagas 150 --rounds 3
+    python -m bench.baseline --modes handwritten,engine --alternate --failures \
+        --sagas 200 --rounds 12
+    python -m bench.baseline --modes handwritten,engine-local --alternate --failures \
+        --sagas 200 --rounds 12
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +54,33 @@ from engine.worker import load_modules
 from tests.support.processes import ROOT
 
 MODES = ("handwritten", "engine", "engine+store")
+LOCAL_MODES = ("engine-local", "handwritten-local")
+#: Which worker process runs each mode, and the workflow / saga type it runs.
+WORKER = {
+    "handwritten": "handwritten",
+    "handwritten-local": "handwritten",
+    "engine": "engine",
+    "engine-local": "engine",
+    "engine+store": "engine+store",
+}
+TYPE = {
+    "handwritten": "handwritten_trip",
+    "handwritten-local": "handwritten_trip_local",
+    "engine": "bench_trip",
+    "engine-local": "bench_trip_local",
+    "engine+store": "bench_trip",
+}
+QUEUE = {
+    "handwritten": "bench-handwritten",
+    "engine": "bench-engine",
+    "engine+store": "bench-store",
+}
+FAIL_AT = (None, "flight", "hotel", "charge")
 
 
-async def one_round(count: int, concurrency: int, start: Callable[[str], Awaitable[Any]]) -> float:
+async def one_round(
+    count: int, concurrency: int, start: Callable[[str, int], Awaitable[Any]]
+) -> float:
     """Start ``count`` sagas (``concurrency`` at a time) and wait for all; sagas per second."""
     gate = asyncio.Semaphore(concurrency)
     began = time.perf_counter()
@@ -45,7 +89,7 @@ async def one_round(count: int, concurrency: int, start: Callable[[str], Awaitab
 
     async def started(n: int) -> None:
         async with gate:
-            waits.append(await start(f"{uuid.uuid4().hex[:8]}-{n}"))
+            waits.append(await start(f"{uuid.uuid4().hex[:8]}-{n}", n))
 
     await asyncio.gather(*(started(n) for n in range(count)))
     await asyncio.gather(*(w() for w in waits))
@@ -61,78 +105,151 @@ def start_handwritten(address: str, env: dict[str, str], log: Path) -> subproces
         )  # fmt: skip
 
 
-async def main(count: int, concurrency: int, rounds: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def only_active(workers: dict[str, subprocess.Popen[bytes]], active: str | None) -> Iterator[None]:
+    """Pause (SIGSTOP) every worker but ``active``; None: leave them all running."""
+    paused = [p for name, p in workers.items() if active is not None and name != active]
+    for proc in paused:
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for proc in paused:
+            os.kill(proc.pid, signal.SIGCONT)
+
+
+def order_of(modes: Sequence[str], number: int, alternate: bool) -> list[str]:
+    """The modes of round ``number``: alternating, or rotated and reversed side by side."""
+    if alternate:
+        return list(modes) if number % 2 == 0 else list(modes)[::-1]
+    order = list(modes[number % len(modes) :]) + list(modes[: number % len(modes)])
+    return order if number % 2 == 0 else order[::-1]
+
+
+async def main(
+    count: int,
+    concurrency: int,
+    rounds: int,
+    *,
+    modes: Sequence[str] = MODES,
+    alternate: bool = False,
+    failures: bool = False,
+) -> dict[str, Any]:
     load_modules(["bench.sagas"])
     folder = Path(tempfile.mkdtemp(prefix="sagas-bench-baseline-"))
     server = await start_dev_server()
     address = server.client.service_client.config.target_host
     env = bench_env(folder, server)
-    handwritten = start_handwritten(address, env, folder / "handwritten.log")
-    workers = {
-        "handwritten": handwritten,
-        "engine": spawn(
+    needed = {WORKER[m] for m in modes}
+    workers: dict[str, subprocess.Popen[bytes]] = {}
+    if "handwritten" in needed:
+        workers["handwritten"] = start_handwritten(address, env, folder / "handwritten.log")
+    if "engine" in needed:
+        workers["engine"] = spawn(
             ["worker"],
             {**env, "SAGAS_TASK_QUEUE": "bench-engine", "SAGAS_STORE_ENABLED": "false"},
             folder / "engine.log",
-        ),
-        "engine+store": spawn(
-            ["worker"], {**env, "SAGAS_TASK_QUEUE": "bench-store"}, folder / "store.log"
-        ),
-    }
-    logs = {"handwritten": "handwritten", "engine": "engine", "engine+store": "store"}
+        )
+    if "engine+store" in needed:
+        workers["engine+store"] = spawn(
+            ["worker"], {**env, "SAGAS_TASK_QUEUE": "bench-store"}, folder / "engine+store.log"
+        )
     client: Client = server.client
     engine_clients = {
-        "engine": SagaClient(client, task_queue="bench-engine"),
-        "engine+store": SagaClient(client, task_queue="bench-store"),
+        w: SagaClient(client, task_queue=QUEUE[w]) for w in ("engine", "engine+store")
     }
 
-    def starter(mode: str) -> Callable[[str], Awaitable[Any]]:
-        async def start(trip_id: str) -> Any:
-            if mode == "handwritten":
+    def starter(mode: str) -> Callable[[str, int], Awaitable[Any]]:
+        worker = WORKER[mode]
+
+        async def start(trip_id: str, n: int) -> Any:
+            trip = Trip(trip_id=trip_id, fail_at=FAIL_AT[n % 4] if failures else None)
+            if worker == "handwritten":
                 handle = await client.start_workflow(
-                    "handwritten_trip",
-                    Trip(trip_id=trip_id),
-                    id=f"hand-{trip_id}",
-                    task_queue="bench-handwritten",
+                    TYPE[mode], trip, id=f"hand-{trip_id}", task_queue=QUEUE[worker]
                 )
-                return handle.result
-            sagas = engine_clients[mode]
-            saga_id = await sagas.start("bench_trip", {"trip_id": trip_id})
+
+                async def ended() -> None:
+                    # A refused trip fails the hand-written workflow once it has compensated.
+                    with contextlib.suppress(Exception):
+                        await handle.result()
+
+                return ended
+            sagas = engine_clients[worker]
+            saga_id = await sagas.start(TYPE[mode], trip.model_dump())
             return lambda: sagas.result(saga_id)
 
         return start
 
-    throughput: dict[str, list[float]] = {m: [] for m in MODES}
-    cpu: dict[str, float] = dict.fromkeys(MODES, 0.0)
+    throughput: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, float] = dict.fromkeys(modes, 0.0)
     try:
-        for mode in MODES:
-            await wait_ready(folder / f"{logs[mode]}.log", workers[mode])
-            await one_round(20, concurrency, starter(mode))  # warm-up
+        for name, proc in workers.items():
+            await wait_ready(folder / f"{name}.log", proc)
+        for mode in modes:
+            with only_active(workers, WORKER[mode] if alternate else None):
+                await one_round(20, concurrency, starter(mode))  # warm-up
         for number in range(rounds):
-            order = list(MODES[number % 3 :] + MODES[: number % 3])
-            for mode in order if number % 2 == 0 else order[::-1]:
-                before = cpu_seconds(workers[mode].pid)
-                throughput[mode].append(await one_round(count, concurrency, starter(mode)))
-                cpu[mode] += cpu_seconds(workers[mode].pid) - before
+            for mode in order_of(modes, number, alternate):
+                pid = workers[WORKER[mode]].pid
+                with only_active(workers, WORKER[mode] if alternate else None):
+                    before = cpu_seconds(pid)
+                    throughput[mode].append(await one_round(count, concurrency, starter(mode)))
+                    cpu[mode] += cpu_seconds(pid) - before
     finally:
         for proc in workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGCONT)
             proc.terminate()
             proc.wait(timeout=30)
         await server.shutdown()
         shutil.rmtree(folder, ignore_errors=True)
+    return report(throughput, cpu, count=count, concurrency=concurrency, rounds=rounds,
+                  alternate=alternate, failures=failures)  # fmt: skip
 
-    def mean(mode: str) -> float:
-        return statistics.fmean(throughput[mode])
 
-    return {
+def report(
+    throughput: dict[str, list[float]],
+    cpu: dict[str, float],
+    *,
+    count: int,
+    concurrency: int,
+    rounds: int,
+    alternate: bool,
+    failures: bool,
+) -> dict[str, Any]:
+    """Per mode: mean, median and range of sagas/s; ratios to the hand-written baseline."""
+    modes = list(throughput)
+    out: dict[str, Any] = {
+        "setup": "alternating, one worker active" if alternate else "side by side",
+        "failure_mix": "a quarter refused at each step" if failures else "none",
         "sagas_per_round": count,
         "concurrency": concurrency,
-        "sagas_per_second": {m: round(mean(m), 1) for m in MODES},
-        "rounds": {m: [round(x, 1) for x in throughput[m]] for m in MODES},
-        "worker_cpu_ms_per_saga": {m: round(1000 * cpu[m] / (count * rounds), 2) for m in MODES},
-        "engine_over_handwritten": round(mean("engine") / mean("handwritten"), 3),
-        "engine_with_store_over_handwritten": round(mean("engine+store") / mean("handwritten"), 3),
+        "rounds": rounds,
+        "sagas_per_second": {m: round(statistics.fmean(throughput[m]), 1) for m in modes},
+        "median_sagas_per_second": {m: round(statistics.median(throughput[m]), 1) for m in modes},
+        "range_sagas_per_second": {
+            m: [round(min(throughput[m]), 1), round(max(throughput[m]), 1)] for m in modes
+        },
+        "per_round": {m: [round(x, 1) for x in throughput[m]] for m in modes},
+        "worker_cpu_ms_per_saga": {m: round(1000 * cpu[m] / (count * rounds), 2) for m in modes},
     }
+    if "handwritten" in throughput:
+        base = throughput["handwritten"]
+        for mode in modes:
+            if mode == "handwritten":
+                continue
+            per_round = [x / b for x, b in zip(throughput[mode], base, strict=True)]
+            key = mode.replace("+", "_with_").replace("-", "_")
+            out[f"{key}_over_handwritten"] = round(
+                statistics.median(throughput[mode]) / statistics.median(base), 3
+            )
+            out[f"{key}_over_handwritten_per_round"] = {
+                "median": round(statistics.median(per_round), 3),
+                "min": round(min(per_round), 3),
+                "max": round(max(per_round), 3),
+            }
+    return out
 
 
 if __name__ == "__main__":
@@ -140,6 +257,32 @@ if __name__ == "__main__":
     parser.add_argument("--sagas", type=int, default=150)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--modes",
+        default=None,
+        help=f"comma-separated, from {', '.join(MODES + LOCAL_MODES)} (default: "
+        f"{', '.join(MODES)}, and with --local {', '.join(LOCAL_MODES)})",
+    )
+    parser.add_argument("--local", action="store_true", help="also the local-activity modes")
+    parser.add_argument("--alternate", action="store_true", help="one worker active at a time")
+    parser.add_argument("--failures", action="store_true", help="a quarter refuse at each step")
     options = parser.parse_args()
-    report = asyncio.run(main(options.sagas, options.concurrency, options.rounds))
-    print(json.dumps(report, indent=2))
+    chosen = (
+        tuple(m.strip() for m in options.modes.split(","))
+        if options.modes
+        else MODES + (LOCAL_MODES if options.local else ())
+    )
+    unknown = [m for m in chosen if m not in WORKER]
+    if unknown:
+        parser.error(f"unknown modes: {', '.join(unknown)}")
+    result = asyncio.run(
+        main(
+            options.sagas,
+            options.concurrency,
+            options.rounds,
+            modes=chosen,
+            alternate=options.alternate,
+            failures=options.failures,
+        )
+    )
+    print(json.dumps(result, indent=2))

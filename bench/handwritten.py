@@ -16,7 +16,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import FailureError
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
@@ -40,31 +40,48 @@ STEPS = [
 TIMEOUT = timedelta(seconds=30)
 
 
+async def _execute(local: bool, fn: Any, arg: Any, activity_id: str) -> Any:
+    if local:
+        return await workflow.execute_local_activity(
+            fn, arg, start_to_close_timeout=TIMEOUT, activity_id=activity_id
+        )
+    return await workflow.execute_activity(
+        fn, arg, start_to_close_timeout=TIMEOUT, activity_id=activity_id
+    )
+
+
+async def _trip(trip: Trip, *, local: bool) -> dict[str, str]:
+    saga_id = workflow.info().workflow_id
+    done: list[tuple[str, Any, Booked]] = []
+    try:
+        for name, action, undo in STEPS:
+            booked = await _execute(local, action, trip, f"{name}/forward/1")
+            done.append((name, undo, booked))
+    except FailureError:  # a local activity's failure may come back bare, not as ActivityError
+        for name, undo, booked in reversed(done):
+            compensation: Compensation[Trip, Booked] = Compensation(
+                saga_id=saga_id, step=name, idempotency_key=f"{saga_id}/{name}",
+                input=trip, output=booked,
+            )  # fmt: skip
+            await _execute(local, undo, compensation, f"{name}/compensation/1")
+        raise
+    return {name: booked.what for name, _, booked in done}
+
+
 @workflow.defn(name="handwritten_trip")
 class HandwrittenTrip:
     @workflow.run
     async def run(self, trip: Trip) -> dict[str, str]:
-        saga_id = workflow.info().workflow_id
-        done: list[tuple[str, Any, Booked]] = []
-        try:
-            for name, action, undo in STEPS:
-                booked = await workflow.execute_activity(
-                    action, trip, start_to_close_timeout=TIMEOUT, activity_id=f"{name}/forward/1"
-                )
-                done.append((name, undo, booked))
-        except ActivityError:
-            for name, undo, booked in reversed(done):
-                await workflow.execute_activity(
-                    undo,
-                    Compensation(
-                        saga_id=saga_id, step=name, idempotency_key=f"{saga_id}/{name}",
-                        input=trip, output=booked,
-                    ),
-                    start_to_close_timeout=TIMEOUT,
-                    activity_id=f"{name}/compensation/1",
-                )  # fmt: skip
-            raise
-        return {name: booked.what for name, _, booked in done}
+        return await _trip(trip, local=False)
+
+
+@workflow.defn(name="handwritten_trip_local")
+class HandwrittenTripLocal:
+    """The same with local activities: Temporal's own fast path, for reference."""
+
+    @workflow.run
+    async def run(self, trip: Trip) -> dict[str, str]:
+        return await _trip(trip, local=True)
 
 
 @workflow.defn(name="handwritten_waiting")
@@ -93,7 +110,7 @@ async def serve(address: str, task_queue: str) -> None:
     worker = Worker(
         client,
         task_queue=task_queue,
-        workflows=[HandwrittenTrip, HandwrittenWaiting],
+        workflows=[HandwrittenTrip, HandwrittenTripLocal, HandwrittenWaiting],
         activities=[fn for _, action, undo in STEPS for fn in (action, undo)],
         max_concurrent_activities=100,
         max_concurrent_workflow_tasks=100,

@@ -5,10 +5,12 @@ The activities do no I/O, so what is measured is the engine, Temporal and the st
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from engine import Approval, Compensation, Saga, Step
 
@@ -16,6 +18,15 @@ from engine import Approval, Compensation, Saga, Step
 class Trip(BaseModel):
     trip_id: str
     amount: int = 100
+    #: The step that refuses (flight, hotel or charge): the saga compensates what it did.
+    fail_at: str | None = None
+    #: Seconds the flight takes (bench/api_wait.py: sagas that stay running).
+    hold_seconds: float = 0.0
+
+
+def _refuse_at(trip: Trip, step: str) -> None:
+    if trip.fail_at == step:
+        raise ApplicationError(f"{step} refused", type="Refused", non_retryable=True)
 
 
 class Booked(BaseModel):
@@ -24,6 +35,9 @@ class Booked(BaseModel):
 
 @activity.defn
 async def bench_reserve_flight(trip: Trip) -> Booked:
+    if trip.hold_seconds:
+        await asyncio.sleep(trip.hold_seconds)
+    _refuse_at(trip, "flight")
     return Booked(what="flight")
 
 
@@ -34,6 +48,7 @@ async def bench_cancel_flight(undo: Compensation[Trip, Booked]) -> None:
 
 @activity.defn
 async def bench_reserve_hotel(trip: Trip) -> Booked:
+    _refuse_at(trip, "hotel")
     return Booked(what="hotel")
 
 
@@ -44,6 +59,7 @@ async def bench_cancel_hotel(undo: Compensation[Trip, Booked]) -> None:
 
 @activity.defn
 async def bench_charge(trip: Trip) -> Booked:
+    _refuse_at(trip, "charge")
     return Booked(what="charge")
 
 
@@ -60,6 +76,14 @@ bench_trip = Saga(
         Step(bench_reserve_hotel, compensate=bench_cancel_hotel),
         Step(bench_charge, compensate=bench_refund),
     ],
+)
+
+# The same saga on the fast path: every step a local activity (bench/baseline.py --local).
+bench_trip_local = Saga(
+    "bench_trip_local",
+    input=Trip,
+    local_steps=True,
+    steps=list(bench_trip.stages),
 )
 
 

@@ -32,6 +32,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    FailureError,
     TimeoutError,
     is_cancelled_exception,
 )
@@ -45,6 +46,8 @@ from engine._step import Step
 from engine._step_info import activity_id_for
 from engine._tracing import record_failed_attempt
 
+#: The marker a saga leaves before its first local attempt (see ``_execute``).
+LOCAL_STEPS_PATCH = "local-steps"
 # One attempt per activity: the loop below decides about the next one.
 _ONE_TRY = RetryPolicy(maximum_attempts=1)
 
@@ -106,15 +109,7 @@ async def run_attempts(
         on_change()
         try:
             with loop.attempt(counters()):
-                result = await workflow.execute_activity(
-                    fn,
-                    arg,
-                    activity_id=activity_id_for(step.step_name, phase, counter.attempts),
-                    start_to_close_timeout=start_to_close,
-                    heartbeat_timeout=step.heartbeat,
-                    retry_policy=_ONE_TRY,
-                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                )
+                result = await _execute(fn, arg, step, phase, counter.attempts, start_to_close)
             outage.answered()
             return result
         except ActivityError as exc:
@@ -156,6 +151,64 @@ async def run_attempts(
                 raise GaveUp(message, business_refusal=reason == "") from None
             on_change()
             await workflow.sleep(backoff(policy, tried))
+
+
+async def _execute(
+    fn: Callable[..., Any],
+    arg: Any,
+    step: Step,
+    phase: str,
+    attempt: int,
+    start_to_close: timedelta,
+) -> Any:
+    """One attempt: a regular activity, or a local one for a ``local`` step (the fast path).
+
+    A local activity runs in this worker without a round trip through the server's task
+    queue: its result is recorded as a marker when the workflow task completes. The loop
+    around it is the same, so attempts, backoff on durable timers, refusals and unknown
+    outcomes behave as for regular steps. Steps that are not local keep exactly the commands
+    they always issued (recorded histories replay unchanged).
+    """
+    activity_id = activity_id_for(step.step_name, phase, attempt)
+    cancellation = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+    # The patch lets a definition turn steps local while sagas that had no local step are in
+    # flight: replaying their histories, a step is regular where it was. It is one marker per
+    # saga, not per step: turning one more step local in a saga that already has local steps
+    # takes a new definition version (``Saga(..., version=2)``).
+    if step.local and workflow.patched(LOCAL_STEPS_PATCH):
+        try:
+            return await workflow.execute_local_activity(
+                fn,
+                arg,
+                activity_id=activity_id,
+                start_to_close_timeout=start_to_close,
+                retry_policy=_ONE_TRY,
+                cancellation_type=cancellation,
+            )
+        except FailureError as exc:
+            if isinstance(exc, ActivityError):
+                raise
+            # A local activity's failure may come back bare (the ApplicationError or timeout
+            # itself): wrap it as a regular activity's would be, for the loop to read alike.
+            wrapped = ActivityError(
+                "local activity failed",
+                scheduled_event_id=0,
+                started_event_id=0,
+                identity="",
+                activity_type=activity_id,
+                activity_id=activity_id,
+                retry_state=None,
+            )
+            raise wrapped from exc
+    return await workflow.execute_activity(
+        fn,
+        arg,
+        activity_id=activity_id,
+        start_to_close_timeout=start_to_close,
+        heartbeat_timeout=step.heartbeat,
+        retry_policy=_ONE_TRY,
+        cancellation_type=cancellation,
+    )
 
 
 def gives_up(

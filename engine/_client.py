@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -240,6 +241,30 @@ class SagaClient:
         except WorkflowFailureError:
             return await self.state(saga_id)
 
+    async def settled(self, saga_id: str, *, timeout: float | None = None) -> SagaState:  # noqa: ASYNC109
+        """The saga once it has ended or waits for a person, or after ``timeout`` seconds as
+        it is then (None: no bound).
+
+        Without polling: it follows the saga's history through Temporal's long poll, and reads
+        the state once per workflow task that completes (the state changes only then).
+        """
+        state = await self.state(saga_id)
+        if state.status in _SETTLED:
+            return state
+        events = self._handle(saga_id).fetch_history_events(wait_new_event=True)
+        try:
+            async with asyncio.timeout(timeout):
+                async for event in events:
+                    if event.event_type in _STATE_CHANGES:
+                        state = await self.state(saga_id)
+                        if state.status in _SETTLED:
+                            break
+        except TimeoutError:
+            pass
+        except RPCError as exc:
+            raise _map_rpc(exc, saga_id) from None
+        return state
+
     async def wait_for(
         self,
         saga_id: str,
@@ -372,6 +397,19 @@ class SagaClient:
 
 # Where a saga stops on its own: finished, or waiting for a person.
 _SETTLED = FINAL_STATUSES | {SagaStatus.COMPENSATION_FAILED, SagaStatus.AWAITING_APPROVAL}
+#: History events after which a saga's state may have changed: a completed workflow task, or
+#: the end of the workflow.
+_STATE_CHANGES = frozenset(
+    {
+        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+    }
+)
 
 
 def _condition(

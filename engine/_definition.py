@@ -8,6 +8,7 @@ The saga workflow asks a definition to run its forward phase (``forward``) throu
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -159,7 +160,10 @@ class Saga(SagaDefinition[InputT]):
         version: int = 1,
         outage_patience: timedelta | None = None,
         max_input_bytes: int | None = None,
+        local_steps: bool = False,
     ) -> None:
+        """``local_steps=True``: every step that does not say ``local=`` runs as a local
+        activity (see ``Step.local``)."""
         super().__init__(
             name,
             input=input,
@@ -169,7 +173,11 @@ class Saga(SagaDefinition[InputT]):
             outage_patience=outage_patience,
             max_input_bytes=max_input_bytes,
         )
-        self.stages: tuple[Stage, ...] = tuple(steps)
+        self.local_steps = local_steps
+        # Steps that do not say keep local=None (regular) unless the saga says local_steps.
+        self.stages: tuple[Stage, ...] = tuple(
+            _with_local_default(s, True) if local_steps else s for s in steps
+        )
         _check_stages(name, self.stages)
         self._groups = tuple(stage_steps(stage) for stage in self.stages)
 
@@ -187,6 +195,20 @@ class Saga(SagaDefinition[InputT]):
     async def forward(self, runner: StageRunner) -> None:
         for group in self.groups:
             await runner.run_stage(group)
+
+
+def _with_local_default(stage: Stage, local: bool) -> Stage:
+    """The stage with the saga's ``local_steps`` given to the steps that do not say."""
+    if isinstance(stage, Parallel):
+        return Parallel(*(_local_default(step, local) for step in stage.steps))
+    return _local_default(stage, local) if isinstance(stage, Step) else stage
+
+
+def _local_default(step: Step, local: bool) -> Step:
+    # Anything but a Step is left for _check_stages to refuse with a clear message.
+    if isinstance(step, Step) and step.local is None:
+        return dataclasses.replace(step, local=local)
+    return step
 
 
 def _check_stages(saga: str, stages: tuple[Stage, ...]) -> None:
@@ -299,6 +321,11 @@ def check_degradation(where: str, step: Step) -> None:
         )
     if step.outage_patience is not None and step.outage_patience <= timedelta(0):
         raise SagaDefinitionError(f"{where}: outage_patience must be positive")
+    if step.local and step.heartbeat is not None:
+        raise SagaDefinitionError(
+            f"{where}: a local step cannot heartbeat (Temporal's local activities have no "
+            "heartbeats); drop heartbeat= or local="
+        )
 
 
 def _name(saga: str, step: Step) -> str:

@@ -71,6 +71,7 @@ class SagaRun(Generic[InputT]):
         fallback: Callable[..., Any] | None = None,
         fallback_compensate: Callable[..., Any] | None = None,
         optional: bool = False,
+        local: bool = False,
     ) -> Any:
         """Run one step (the saga input is its argument unless ``arg`` is given).
 
@@ -112,6 +113,7 @@ class SagaRun(Generic[InputT]):
             fallback=fallback,
             fallback_compensate=fallback_compensate,
             optional=optional,
+            local=local,
         )
         try:
             check_degradation(f"step {step_name!r}", step)

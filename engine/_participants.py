@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import structlog
 from temporalio import activity
 from temporalio.common import MetricGauge, MetricMeter
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ApplicationErrorCategory
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -267,6 +267,8 @@ def _refused(kind: str, name: str, retry_after: float, message: str) -> Applicat
         type=kind,
         # Outside the engine's loop (a plain Temporal retry policy) this still means "later".
         next_retry_delay=timedelta(seconds=retry_after),
+        # The worker protecting a participant is not a worker error.
+        category=ApplicationErrorCategory.BENIGN,
     )
 
 
@@ -276,12 +278,44 @@ class _Inbound(ActivityInboundInterceptor):
         self._guard = guard
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        # Regular and local activities alike pass here (``activity.info().is_local``).
         name = self._guard.participants.get(activity.info().activity_type)
-        # Synchronous activities run their interceptors in a thread, where this coroutine
-        # could not run: they are not guarded (the shipped activities are all async).
-        if name is None or not inspect.iscoroutinefunction(input.fn):
-            return await super().execute_activity(input)
-        return await self._guard.call(name, lambda: super(_Inbound, self).execute_activity(input))
+        try:
+            # Synchronous activities run their interceptors in a thread, where this coroutine
+            # could not run: they are not guarded (the shipped activities are all async).
+            if name is None or not inspect.iscoroutinefunction(input.fn):
+                return await super().execute_activity(input)
+            return await self._guard.call(
+                name, lambda: super(_Inbound, self).execute_activity(input)
+            )
+        except ApplicationError as exc:
+            benign = as_benign(exc)
+            if benign is exc:
+                raise
+            raise benign from exc.__cause__
+
+
+def as_benign(exc: ApplicationError) -> ApplicationError:
+    """A business refusal (non-retryable, no category) as the same error marked BENIGN.
+
+    A participant saying no is an answer, not an incident: the SDK then logs the failed
+    activity at debug, without the warning and traceback, and leaves it out of its failure
+    metrics. The saga still records the refusal (the attempt's error, the step's span and
+    state), since type, message, details and non_retryable are kept. Anything else, or an
+    error whose raiser chose a category, is returned unchanged.
+    """
+    if not exc.non_retryable or exc.category != ApplicationErrorCategory.UNSPECIFIED:
+        return exc
+    marked = ApplicationError(
+        exc.message,
+        *exc.details,
+        type=exc.type,
+        non_retryable=True,
+        next_retry_delay=exc.next_retry_delay,
+        category=ApplicationErrorCategory.BENIGN,
+    )
+    marked.__traceback__ = exc.__traceback__
+    return marked
 
 
 def activity_participants(sagas: Sequence[Any]) -> dict[str, str]:

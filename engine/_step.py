@@ -141,6 +141,10 @@ class Step:
     fallback_compensate: Callable[..., Awaitable[Any]] | Callable[..., Any] | None = None
     #: The saga goes on if this step fails (status ``failed_optional``).
     optional: bool = False
+    #: Run the action and its compensation as Temporal local activities, in the worker that
+    #: runs the saga (the fast path for short in-process steps; no heartbeats). None: the
+    #: saga's ``local_steps``.
+    local: bool | None = None
 
     @property
     def step_name(self) -> str:

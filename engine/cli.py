@@ -178,7 +178,10 @@ def start(
     saga_id: Annotated[
         str | None, typer.Option("--id", help="Saga id (default: generated).")
     ] = None,
-    wait: Annotated[bool, typer.Option(help="Wait for the saga to finish.")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(help="Wait until the saga has ended or waits for a person (no polling)."),
+    ] = False,
     module: ModuleOpt = None,
     *,
     settings: Settings,
@@ -193,7 +196,7 @@ def start(
         new_id = await sagas.start(saga_type, data, saga_id=saga_id)
         typer.echo(new_id)
         if wait:
-            state = await sagas.result(new_id)
+            state = await sagas.settled(new_id)
             typer.echo(state.status.value + (f": {state.error}" if state.error else ""))
 
     run(go())

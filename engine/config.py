@@ -163,6 +163,8 @@ class Settings(BaseSettings):
     #: Server-sent event streams open at once, in all and per API key (429 past them).
     events_max_streams: int = Field(default=200, ge=1)
     events_max_streams_per_key: int = Field(default=20, ge=1)
+    #: The longest ``Prefer: wait=N`` / ``?wait=N`` may hold a request (a larger N is cut).
+    api_wait_max_seconds: float = Field(default=30.0, ge=0, le=600)
 
     # Demo participants (participants/) and the activities that call them (activities/).
     participants_url: str = "http://127.0.0.1:8001"

@@ -179,10 +179,16 @@ async def test_saga_lines_carry_the_saga_and_are_not_repeated_on_replay(
 
 @activity.defn(name="logging_refusing_step")
 async def refusing(item: Item) -> str:
+    if activity.info().activity_id.endswith("/1"):
+        raise ApplicationError("card tok_visa (4242 4242 4242 4242) unavailable")
     raise ApplicationError("card tok_visa (4242 4242 4242 4242) refused", non_retryable=True)
 
 
-refused_saga = Saga("logging_refused_saga", input=Item, steps=[Step(refusing)])
+refused_saga = Saga(
+    "logging_refused_saga",
+    input=Item,
+    steps=[Step(refusing, retry=RetryPolicy(initial_interval=timedelta(milliseconds=50)))],
+)
 
 
 @pytest.mark.temporal
@@ -200,6 +206,14 @@ async def test_an_error_that_echoes_a_card_is_recorded_masked(
     assert "[redacted]" in recorded
     assert "tok_visa" not in recorded
     assert "4242" not in recorded
-    # The SDK logs the failed activity with its traceback: masked there too.
-    assert any(e.get("saga_id") == saga_id and "exception" in e for e in events(lines))
+    # The SDK logs the transient failure with its traceback: masked there too. The refusal
+    # is an answer, not an incident (BENIGN): no warning, no traceback.
+    failed = [
+        e
+        for e in events(lines)
+        if e.get("saga_id") == saga_id and e.get("event") == "Completing activity as failed"
+    ]
+    assert [e["level"] for e in failed] == ["warning"], failed
+    assert "unavailable" in failed[0]["exception"]
+    assert not any("refused" in e["exception"] for e in failed)
     assert "tok_visa" not in lines.getvalue()

@@ -110,7 +110,8 @@ def _stages(*, degrade: bool) -> list[Step | Parallel]:
                 **car,
             ),
         ),
-        Step(pricing.price_trip, input=_prices),
+        # Arithmetic on the outputs and a setting: in-process, so the fast path.
+        Step(pricing.price_trip, input=_prices, local=True),
         Step(
             payments.charge,
             compensate=payments.refund,

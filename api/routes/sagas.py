@@ -14,12 +14,14 @@ from api.deps import (
     CancelRequest,
     DecisionRequest,
     IdempotencyKey,
+    PreferWait,
     SagaId,
     SagaInput,
     SagaQuery,
     SagaType,
     ServiceDep,
     StepName,
+    WaitSeconds,
 )
 from api.models import BulkRetryPublic, CancelBody, ResolveBody, SagaPage, SagaPublic
 from api.service import Action
@@ -40,11 +42,21 @@ async def start_saga(
     service: ServiceDep,
     caller: Caller,
     key: IdempotencyKey = None,
+    wait: PreferWait = None,
 ) -> SagaPublic:
-    """Start a saga (the body is its input); a repeated Idempotency-Key gives the same saga."""
+    """Start a saga (the body is its input); a repeated Idempotency-Key gives the same saga.
+
+    ``Prefer: wait=N`` (RFC 7240): answer once the saga has ended or waits for a person, or
+    after N seconds (at most SAGAS_API_WAIT_MAX_SECONDS), with its state then;
+    ``Preference-Applied`` says the wait applied.
+    """
     saga, created = await service.start(saga_type, body, key=key, by=caller)
     if not created:
         response.status_code = 200
+    if wait is not None:
+        seconds = int(service.wait_seconds(wait))
+        response.headers["Preference-Applied"] = f"wait={seconds}"
+        saga = await service.wait(saga, seconds)
     return saga
 
 
@@ -55,9 +67,18 @@ async def list_sagas(query: SagaQuery, service: ServiceDep, caller: Caller) -> S
 
 
 @router.get("/sagas/{saga_id}", response_model=SagaPublic)
-async def get_saga(saga_id: SagaId, service: ServiceDep, caller: Caller) -> SagaPublic:
-    """The saga: status, input, result, error, every step and compensation, links."""
-    return await service.show(saga_id)
+async def get_saga(
+    saga_id: SagaId, service: ServiceDep, caller: Caller, wait: WaitSeconds = None
+) -> SagaPublic:
+    """The saga: status, input, result, error, every step and compensation, links.
+
+    ``?wait=N``: answer once the saga has ended or waits for a person, or after N seconds (at
+    most SAGAS_API_WAIT_MAX_SECONDS), with its state then.
+    """
+    saga = await service.show(saga_id)
+    if wait:
+        saga = await service.wait(saga, service.wait_seconds(wait))
+    return saga
 
 
 @router.post("/sagas/{saga_id}/cancel", response_model=SagaPublic)

@@ -1,0 +1,289 @@
+"""The fast path (local steps) and refusals that are not incidents, on a real dev server.
+
+A local step runs its attempts as Temporal local activities in the saga's worker; every rule
+of the engine holds for it as for a regular step. A participant's refusal is marked BENIGN by
+the worker, so the SDK does not log it as a failed activity with a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.testing import WorkflowEnvironment
+
+from engine import (
+    Compensation,
+    RetryPolicy,
+    Saga,
+    SagaClient,
+    SagaDefinitionError,
+    SagaStatus,
+    Step,
+    StepStatus,
+    participant,
+    step_info,
+)
+from engine._participants import as_benign
+from engine.worker import OutagePolicy, build_replayer, build_worker
+
+pytestmark = pytest.mark.temporal
+
+#: saga id -> what the activities saw, in order: (activity, local?, idempotency key)
+SEEN: dict[str, list[tuple[str, bool, str]]] = defaultdict(list)
+#: (saga id, activity) -> transient failures still to give; 0: refuse; -1: hang.
+SCRIPT: dict[tuple[str, str], int] = {}
+
+
+class Job(BaseModel):
+    n: int = 0
+
+
+async def _behave(saga_id: str, name: str) -> None:
+    SEEN[saga_id].append((name, activity.info().is_local, step_info().idempotency_key))
+    left = SCRIPT.get((saga_id, name))
+    if left == 0:
+        raise ApplicationError(f"{name} refused", {"why": "no"}, type="Refused", non_retryable=True)
+    if left == -1:
+        await asyncio.sleep(5)
+    elif left:
+        if left > 1:
+            SCRIPT[saga_id, name] = left - 1
+        else:
+            del SCRIPT[saga_id, name]
+        raise ApplicationError(f"{name} unavailable", type="Unavailable")
+
+
+def pair(name: str) -> tuple[Any, Any]:
+    @participant(f"p_{name}")
+    @activity.defn(name=f"l_{name}")
+    async def do(job: Job) -> str:
+        await _behave(step_info().saga_id, name)
+        return name
+
+    @participant(f"p_{name}")
+    @activity.defn(name=f"l_undo_{name}")
+    async def undo(c: Compensation[Job, str]) -> None:
+        await _behave(c.saga_id, f"undo_{name}")
+
+    return do, undo
+
+
+a, undo_a = pair("a")
+b, undo_b = pair("b")
+c, undo_c = pair("c")
+
+FAST = RetryPolicy(
+    initial_interval=timedelta(milliseconds=50),
+    maximum_interval=timedelta(milliseconds=100),
+    maximum_attempts=3,
+)
+local_saga = Saga(
+    "l_local",
+    input=Job,
+    local_steps=True,
+    steps=[
+        Step(a, compensate=undo_a, name="a", retry=FAST),
+        Step(b, compensate=undo_b, name="b", retry=FAST, start_to_close=timedelta(seconds=1)),
+        Step(c, compensate=undo_c, name="c", retry=FAST),
+    ],
+)
+mixed_saga = Saga(
+    "l_mixed",
+    input=Job,
+    steps=[
+        Step(a, compensate=undo_a, name="a", retry=FAST, local=True),
+        Step(b, compensate=undo_b, name="b", retry=FAST),
+    ],
+)
+regular_saga = Saga(
+    "l_regular",
+    input=Job,
+    steps=[
+        Step(a, compensate=undo_a, name="a", retry=FAST),
+        Step(b, compensate=undo_b, name="b", retry=FAST),
+    ],
+)
+SAGAS = [local_saga, mixed_saga, regular_saga]
+
+
+@pytest.fixture
+async def sagas(dev_env: WorkflowEnvironment) -> AsyncIterator[SagaClient]:
+    task_queue = f"local-{uuid.uuid4()}"
+    outage = OutagePolicy(failure_threshold=100)
+    async with build_worker(dev_env.client, task_queue=task_queue, sagas=SAGAS, outage=outage):
+        yield SagaClient(dev_env.client, task_queue=task_queue)
+
+
+async def run(sagas: SagaClient, saga_type: str, **script: int) -> tuple[str, Any]:
+    saga_id = f"{saga_type}-{uuid.uuid4().hex[:10]}"
+    for name, value in script.items():
+        SCRIPT[saga_id, name] = value
+    await sagas.start(saga_type, {"n": 1}, saga_id=saga_id)
+    state = await asyncio.wait_for(sagas.result(saga_id), timeout=60)
+    history = await sagas.client.get_workflow_handle(saga_id).fetch_history()
+    replayed = await build_replayer(SAGAS).replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
+    return saga_id, state
+
+
+async def event_types(sagas: SagaClient, saga_id: str) -> list[str]:
+    history = await sagas.client.get_workflow_handle(saga_id).fetch_history()
+    return [str(e.event_type) for e in history.events]
+
+
+async def test_a_local_saga_completes_without_activity_tasks(sagas: SagaClient) -> None:
+    saga_id, state = await run(sagas, "l_local")
+    assert state.status is SagaStatus.COMPLETED
+    assert [(name, local) for name, local, _ in SEEN[saga_id]] == [
+        ("a", True), ("b", True), ("c", True)
+    ]  # fmt: skip
+    keys = {s.name: s.idempotency_key for s in state.steps}
+    assert [key for *_, key in SEEN[saga_id]] == [keys["a"], keys["b"], keys["c"]]
+    events = await event_types(sagas, saga_id)
+    assert events.count("10") == 0  # ACTIVITY_TASK_SCHEDULED: none, the results are markers
+    assert events.count("25") == 4  # MARKER_RECORDED: the local-steps patch, one per attempt
+
+
+async def test_local_attempts_back_off_and_count(sagas: SagaClient) -> None:
+    _, state = await run(sagas, "l_local", b=2)
+    assert state.status is SagaStatus.COMPLETED
+    step_b = next(s for s in state.steps if s.name == "b")
+    assert step_b.attempts == 3
+    assert step_b.error is None
+
+
+async def test_a_local_refusal_compensates_locally_and_is_not_an_incident(
+    sagas: SagaClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="temporalio")
+    saga_id, state = await run(sagas, "l_local", c=0)
+    assert state.status is SagaStatus.COMPENSATED
+    steps = {s.name: s for s in state.steps}
+    assert steps["c"].status is StepStatus.FAILED
+    assert steps["c"].attempts == 1  # refused: not retried
+    assert "Refused: c refused" in (steps["c"].error or "")
+    assert [s.status for s in (steps["a"], steps["b"])] == [StepStatus.COMPENSATED] * 2
+    undone = [(name, local) for name, local, _ in SEEN[saga_id] if name.startswith("undo")]
+    assert undone == [("undo_b", True), ("undo_a", True)]
+    failed = [
+        r for r in caplog.records if r.getMessage().startswith("Completing activity as failed")
+    ]
+    assert failed, "the refusal should still be logged, at debug"
+    assert all(r.levelno == logging.DEBUG for r in failed), [r.levelname for r in failed]
+
+
+async def test_an_unknown_local_outcome_is_compensated(sagas: SagaClient) -> None:
+    # b outlives its 1 s start-to-close three times: it may have acted, so it is undone.
+    _, state = await run(sagas, "l_local", b=-1)
+    assert state.status is SagaStatus.COMPENSATED
+    steps = {s.name: s for s in state.steps}
+    assert steps["b"].attempts == 3
+    assert "timed out" in (steps["b"].error or "")
+    assert steps["b"].status is StepStatus.COMPENSATED
+    assert steps["a"].status is StepStatus.COMPENSATED
+
+
+async def test_local_and_regular_steps_mix(sagas: SagaClient) -> None:
+    saga_id, state = await run(sagas, "l_mixed", b=0)
+    assert state.status is SagaStatus.COMPENSATED
+    assert [(name, local) for name, local, _ in SEEN[saga_id]] == [
+        ("a", True), ("b", False), ("undo_a", True)
+    ]  # fmt: skip
+    events = await event_types(sagas, saga_id)
+    assert events.count("10") == 1  # b alone is a regular activity
+
+
+async def test_the_guard_covers_local_activities(dev_env: WorkflowEnvironment) -> None:
+    # One transient failure opens a's circuit; the next attempt is refused by the worker
+    # without a call, the step waits out the cool-down and its probe succeeds: three
+    # attempts, two calls. Unguarded, the second attempt would have called and succeeded.
+    task_queue = f"local-{uuid.uuid4()}"
+    outage = OutagePolicy(failure_threshold=1, cooldown=timedelta(seconds=1))
+    guarded = Saga(
+        "l_guarded",
+        input=Job,
+        steps=[Step(a, compensate=undo_a, name="a", retry=FAST, local=True)],
+    )
+    async with build_worker(dev_env.client, task_queue=task_queue, sagas=[guarded], outage=outage):
+        sagas = SagaClient(dev_env.client, task_queue=task_queue)
+        saga_id = f"l_guarded-{uuid.uuid4().hex[:10]}"
+        SCRIPT[saga_id, "a"] = 1
+        await sagas.start("l_guarded", {"n": 1}, saga_id=saga_id)
+        state = await asyncio.wait_for(sagas.result(saga_id), timeout=60)
+    step = state.steps[0]
+    assert step.status is StepStatus.SUCCEEDED
+    assert step.attempts == 3
+    assert [name for name, *_ in SEEN[saga_id]] == ["a", "a"]
+
+
+def test_a_local_step_cannot_heartbeat() -> None:
+    with pytest.raises(SagaDefinitionError, match="local step cannot heartbeat"):
+        Saga(
+            "l_bad",
+            input=Job,
+            steps=[Step(a, name="a", local=True, heartbeat=timedelta(seconds=1))],
+        )
+    with pytest.raises(SagaDefinitionError, match="local step cannot heartbeat"):
+        Saga(
+            "l_bad",
+            input=Job,
+            local_steps=True,
+            steps=[Step(a, name="a", heartbeat=timedelta(seconds=1))],
+        )
+    # A step may opt out of the saga's default.
+    Saga(
+        "l_ok",
+        input=Job,
+        local_steps=True,
+        steps=[Step(a, name="a", local=False, heartbeat=timedelta(seconds=1))],
+    )
+
+
+def test_refusals_are_marked_benign_and_kept_whole() -> None:
+    refusal = ApplicationError("no", {"x": 1}, type="Refused", non_retryable=True)
+    marked = as_benign(refusal)
+    assert marked.category is ApplicationErrorCategory.BENIGN
+    assert (marked.message, marked.type, marked.details, marked.non_retryable) == (
+        "no", "Refused", ({"x": 1},), True
+    )  # fmt: skip
+    transient = ApplicationError("later", type="Unavailable")
+    assert as_benign(transient) is transient
+    chosen = ApplicationError(
+        "no", non_retryable=True, category=ApplicationErrorCategory.UNSPECIFIED
+    )
+    assert as_benign(chosen).category is ApplicationErrorCategory.BENIGN
+
+
+async def test_a_step_turned_local_keeps_running_sagas_replayable(
+    sagas: SagaClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A history recorded while no step was local replays once the definition makes its steps
+    # local (the engine's patch): sagas in flight survive the change of definition.
+    from engine import _registry
+
+    saga_id, state = await run(sagas, "l_regular", b=0)
+    assert state.status is SagaStatus.COMPENSATED
+    history = await sagas.client.get_workflow_handle(saga_id).fetch_history()
+    flipped = Saga(
+        "l_regular",
+        input=Job,
+        steps=[
+            Step(a, compensate=undo_a, name="a", retry=FAST, local=True),
+            Step(b, compensate=undo_b, name="b", retry=FAST, local=True),
+        ],
+    )
+    monkeypatch.setitem(_registry._definitions, "l_regular", {})
+    replayed = await build_replayer([flipped]).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert replayed.replay_failure is None, replayed.replay_failure
