@@ -22,6 +22,7 @@ tested on their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -41,13 +42,12 @@ from engine._continue import LoopState, attempt_loop
 from engine._logging import redact_text
 from engine._outage import OutageExhausted, OutageWait
 from engine._participants import participant_refusal
+from engine._patches import local_steps_on
 from engine._state import CompensationState, StepState
 from engine._step import Step
 from engine._step_info import activity_id_for
 from engine._tracing import record_failed_attempt
 
-#: The marker a saga leaves before its first local attempt (see ``_execute``).
-LOCAL_STEPS_PATCH = "local-steps"
 # One attempt per activity: the loop below decides about the next one.
 _ONE_TRY = RetryPolicy(maximum_attempts=1)
 
@@ -175,16 +175,9 @@ async def _execute(
     # flight: replaying their histories, a step is regular where it was. It is one marker per
     # saga, not per step: turning one more step local in a saga that already has local steps
     # takes a new definition version (``Saga(..., version=2)``).
-    if step.local and workflow.patched(LOCAL_STEPS_PATCH):
+    if step.local and local_steps_on():
         try:
-            return await workflow.execute_local_activity(
-                fn,
-                arg,
-                activity_id=activity_id,
-                start_to_close_timeout=start_to_close,
-                retry_policy=_ONE_TRY,
-                cancellation_type=cancellation,
-            )
+            return await _run_local(fn, arg, activity_id, start_to_close)
         except FailureError as exc:
             if isinstance(exc, ActivityError):
                 raise
@@ -209,6 +202,36 @@ async def _execute(
         retry_policy=_ONE_TRY,
         cancellation_type=cancellation,
     )
+
+
+async def _run_local(
+    fn: Callable[..., Any], arg: Any, activity_id: str, start_to_close: timedelta
+) -> Any:
+    """A local attempt that a cancel does not interrupt: the cancel takes effect once the
+    attempt has ended (a local step is short, and bounded by its start-to-close timeout).
+
+    Cancelling a running local activity is where the SDK's replay can order its resolution
+    differently from the live run (a query or a worker restart then fails the saga as
+    nondeterministic, found by engine.testing's explore); and Temporal's time-skipping test
+    server does not deliver the cancel while the local activity holds the workflow task. An
+    attempt that ends after the cancel is treated as a cancelled regular attempt is: outcome
+    unknown, so the step is compensated.
+    """
+    attempt = asyncio.ensure_future(
+        workflow.execute_local_activity(
+            fn,
+            arg,
+            activity_id=activity_id,
+            start_to_close_timeout=start_to_close,
+            retry_policy=_ONE_TRY,
+        )
+    )
+    try:
+        return await asyncio.shield(attempt)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await attempt
+        raise
 
 
 def gives_up(

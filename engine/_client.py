@@ -442,7 +442,9 @@ TIMEOUT_MESSAGE = "Temporal did not answer in time; the request may still take e
 
 def _map_rpc(exc: RPCError, saga_id: str) -> Exception:
     if exc.status == RPCStatusCode.NOT_FOUND:
-        if "already completed" in exc.message:
+        # An update (cancel, approve...) sent to a saga that ends before it reads it is
+        # aborted "by closing workflow": the saga has finished, it was found.
+        if "already completed" in exc.message or "closing workflow" in exc.message:
             return SagaConflict(f"saga {saga_id!r} has already finished")
         return SagaNotFound(f"no saga with id {saga_id!r}")
     if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:

@@ -37,6 +37,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 from temporalio import workflow
 
+from engine._patches import CONTINUE_AS_NEW
 from engine._step_info import FORWARD
 
 #: The saga's memo keys: its history limit (set at the start), and how many history events
@@ -45,7 +46,7 @@ LIMIT_MEMO = "sagas_history_limit"
 BASE_MEMO = "sagas_revision_base"
 # Sagas started by an engine that could not continue as new replay as they ran: a history
 # without this marker never continues as new.
-PATCH = "saga-continue-as-new"
+PATCH = CONTINUE_AS_NEW
 #: The loop of a step's fallback (``{step}/fallback``): its counters are not its action's.
 FALLBACK_LOOP = "fallback"
 

@@ -33,6 +33,11 @@ from engine._compensation import Entry, UndoLog
 from engine._continue import FALLBACK_LOOP, undivided
 from engine._definition import SagaDefinition
 from engine._errors import StepFailed
+from engine._patches import (
+    FALLBACK_REFUSED_ACTION_UNKNOWN,
+    UNDO_FAILED_OPTIONAL,
+    UNDO_REPLACED_ACTION,
+)
 from engine._record import SagaRecord
 from engine._state import Decision, StepState, StepStatus
 from engine._step import DEFAULT_OUTAGE_PATIENCE, Step, StepKind, activity_name
@@ -133,7 +138,7 @@ class ForwardRunner:
                     if (
                         self._undo_now is not None
                         and entry.needs_compensation
-                        and workflow.patched("undo-failed-optional")
+                        and workflow.patched(UNDO_FAILED_OPTIONAL)
                     ):
                         # Its outcome is unknown (found by engine.testing's explore): a car
                         # reserved whose answer was lost would stay held by a completed trip.
@@ -181,7 +186,7 @@ class ForwardRunner:
                 step, step.fallback, entry.arg, state, span, loop_name=FALLBACK_LOOP
             )
         except GaveUp as exc:
-            if not exc.business_refusal or not workflow.patched("fallback-refused-action-unknown"):
+            if not exc.business_refusal or not workflow.patched(FALLBACK_REFUSED_ACTION_UNKNOWN):
                 raise
             # The fallback said no, so it holds nothing; but the action's outcome is still
             # unknown (it failed, not by a refusal), so its compensation must run (found by
@@ -191,7 +196,7 @@ class ForwardRunner:
         if (
             self._undo_replaced is not None
             and step.compensate is not None
-            and workflow.patched("undo-replaced-action")
+            and workflow.patched(UNDO_REPLACED_ACTION)
         ):
             # The fallback serves; the action it replaced may have acted all the same (found
             # by engine.testing's explore against the participants: a room held at the hotel

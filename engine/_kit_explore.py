@@ -42,7 +42,7 @@ from engine._kit_scenarios import (
 )
 from engine._state import SagaState, SagaStatus, StepStatus
 from engine._step import StepKind, activity_name
-from engine._step_info import COMPENSATION
+from engine._step_info import COMPENSATION, FORWARD
 
 #: A user's own check of a run: raise (an AssertionError, say) to fail the scenario.
 Check = Callable[[Run], Awaitable[None] | None]
@@ -220,7 +220,9 @@ class _Explorer:
         shape = self.shape
         forward = [s for s in forward_scenarios(shape) if s.name != "completes"]
         forward = self._selected(forward + approval_scenarios(shape, timeout=False))
+        forward, unsupported = self._runnable(forward, shape)
         outcomes += await self.concurrently(forward, self.scenario)
+        outcomes += unsupported
         outcomes += [_Outcome(row, None) for row in self._unreached_approvals(shape)]
         ran = list(zip([baseline, *forward], outcomes, strict=False))
         # An imperative saga names its compensations only as it runs: those seen so far.
@@ -257,6 +259,25 @@ class _Explorer:
         restarts = self._selected(restart_scenarios(shape))
         outcomes += await self.concurrently(restarts, self.restart_scenario)
         return outcomes
+
+    def _runnable(
+        self, scenarios: list[Scenario], shape: Shape
+    ) -> tuple[list[Scenario], list[_Outcome]]:
+        """The scenarios to run, and rows for those that cannot be.
+
+        A cancel does not interrupt a local step's attempt (engine._attempts): it lands when
+        the attempt has ended. A fake that hangs until cancelled would then hang until the
+        step's start-to-close timeout; so the cancels during a local step are left out.
+        """
+        runnable: list[Scenario] = []
+        skipped: list[_Outcome] = []
+        for scenario in scenarios:
+            if scenario.cancel_at is not None and scenario.cancel_at in shape.local:
+                why = "a cancel does not interrupt a local step: it lands when the attempt ends"
+                skipped.append(_Outcome(Row(scenario.name, "-", "-", skipped=why), None))
+            else:
+                runnable.append(scenario)
+        return runnable, skipped
 
     def _unreached_approvals(self, shape: Shape) -> list[Row]:
         """Approvals the baseline never waited for: their ``when`` was false with the fakes'
@@ -530,6 +551,7 @@ class _Explorer:
             fallback_undo=frozenset(
                 n for n, s in declared.items() if s.fallback_compensate and n in called
             ),
+            local=frozenset(c.step for c in run.calls if c.local and c.phase == FORWARD),
         )
 
     def _describe(self, run: Run) -> None:

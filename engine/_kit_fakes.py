@@ -99,6 +99,8 @@ class Call:
     ended: int | None = None
     #: A call of the step's fallback (forward) or of the fallback's compensation.
     fallback: bool = False
+    #: Run as a local activity (the step's fast path).
+    local: bool = False
 
     @property
     def told_as(self) -> str:
@@ -278,6 +280,7 @@ class Fakes:
             idempotency_key=info.idempotency_key,
             arg=args[0] if len(args) == 1 else tuple(args),
             fallback=fallback,
+            local=activity.info().is_local,
         )
         self._calls.append(call)
         self._signal(call, "called")
@@ -324,9 +327,12 @@ class Fakes:
         where = (call.saga_id, call.step, call.told_as)
         released = self._waiters.get((*where, "release"))
         self._signal(call, "hanging")
+        # Heartbeats carry the cancellation to a regular activity (the worker's throttle is
+        # short); a local one cannot heartbeat, and is cancelled by its worker directly.
+        beats = not activity.info().is_local
         while where not in self._released:
-            # Heartbeats carry the cancellation to the activity (the worker's throttle is short).
-            activity.heartbeat()
+            if beats:
+                activity.heartbeat()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(released.wait(), timeout=0.05)
 

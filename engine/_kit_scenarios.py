@@ -60,6 +60,8 @@ class Shape:
     fallbacks: dict[str, str] = field(default_factory=dict)
     #: Steps whose fallback declares a compensation.
     fallback_undo: frozenset[str] = frozenset()
+    #: Steps that ran as local activities (the fast path).
+    local: frozenset[str] = frozenset()
 
     @property
     def pivot(self) -> str | None:

@@ -8,6 +8,7 @@ the worker, so the SDK does not log it as a failed activity with a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
@@ -26,6 +27,7 @@ from engine import (
     RetryPolicy,
     Saga,
     SagaClient,
+    SagaConflict,
     SagaDefinitionError,
     SagaStatus,
     Step,
@@ -55,6 +57,9 @@ async def _behave(saga_id: str, name: str) -> None:
         raise ApplicationError(f"{name} refused", {"why": "no"}, type="Refused", non_retryable=True)
     if left == -1:
         await asyncio.sleep(5)
+    if left == -2:
+        await asyncio.sleep(0.5)
+        return
     elif left:
         if left > 1:
             SCRIPT[saga_id, name] = left - 1
@@ -113,7 +118,17 @@ regular_saga = Saga(
         Step(b, compensate=undo_b, name="b", retry=FAST),
     ],
 )
-SAGAS = [local_saga, mixed_saga, regular_saga]
+#: A regular step, then a local one: its failure can reach the saga a workflow task late.
+late_saga = Saga(
+    "l_late",
+    input=Job,
+    steps=[
+        Step(a, compensate=undo_a, name="a", retry=FAST),
+        Step(b, compensate=undo_b, name="b", retry=FAST, local=True),
+        Step(c, compensate=undo_c, name="c", retry=FAST),
+    ],
+)
+SAGAS = [local_saga, mixed_saga, regular_saga, late_saga]
 
 
 @pytest.fixture
@@ -151,7 +166,9 @@ async def test_a_local_saga_completes_without_activity_tasks(sagas: SagaClient) 
     assert [key for *_, key in SEEN[saga_id]] == [keys["a"], keys["b"], keys["c"]]
     events = await event_types(sagas, saga_id)
     assert events.count("10") == 0  # ACTIVITY_TASK_SCHEDULED: none, the results are markers
-    assert events.count("25") == 4  # MARKER_RECORDED: the local-steps patch, one per attempt
+    # MARKER_RECORDED: the local-steps patch and the five consulted before it (engine._patches),
+    # then one per attempt.
+    assert events.count("25") == 9
 
 
 async def test_local_attempts_back_off_and_count(sagas: SagaClient) -> None:
@@ -208,7 +225,8 @@ async def test_the_guard_covers_local_activities(dev_env: WorkflowEnvironment) -
     # without a call, the step waits out the cool-down and its probe succeeds: three
     # attempts, two calls. Unguarded, the second attempt would have called and succeeded.
     task_queue = f"local-{uuid.uuid4()}"
-    outage = OutagePolicy(failure_threshold=1, cooldown=timedelta(seconds=1))
+    # The cool-down outlasts the 50 ms backoff by far, even on a loaded machine.
+    outage = OutagePolicy(failure_threshold=1, cooldown=timedelta(seconds=2))
     guarded = Saga(
         "l_guarded",
         input=Job,
@@ -287,3 +305,75 @@ async def test_a_step_turned_local_keeps_running_sagas_replayable(
         history, raise_on_replay_failure=False
     )
     assert replayed.replay_failure is None, replayed.replay_failure
+
+
+async def test_a_cancel_lets_a_local_attempt_end_then_compensates_it(
+    sagas: SagaClient,
+) -> None:
+    """A cancel does not interrupt a local attempt (a local activity holds the workflow task,
+    and the SDK cannot replay its cancellation reliably): it lands once the attempt has
+    ended, here while the regular step after it runs; both steps are undone."""
+    saga_id = f"l_mixed-{uuid.uuid4().hex[:10]}"
+    SCRIPT[saga_id, "a"] = -2  # a takes half a second
+    SCRIPT[saga_id, "b"] = -2  # b takes half a second too
+    await sagas.start("l_mixed", {"n": 1}, saga_id=saga_id)
+    for _ in range(200):
+        if SEEN[saga_id]:
+            break
+        await asyncio.sleep(0.01)
+    await sagas.cancel(saga_id)
+    state = await asyncio.wait_for(sagas.result(saga_id), timeout=30)
+    assert state.status is SagaStatus.COMPENSATED
+    assert [s for s, *_ in SEEN[saga_id]] == ["a", "b", "undo_b", "undo_a"]
+    assert [s.status for s in state.steps] == [StepStatus.COMPENSATED] * 2
+    history = await sagas.client.get_workflow_handle(saga_id).fetch_history()
+    replayed = await build_replayer(SAGAS).replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
+
+
+async def test_a_cancel_that_lands_after_an_all_local_saga_ended_is_a_conflict(
+    sagas: SagaClient,
+) -> None:
+    """Steps that are all local run in one workflow task: a cancel sent meanwhile reaches the
+    saga only when it has ended, and is answered as a cancel of a finished saga."""
+    saga_id = f"l_local-{uuid.uuid4().hex[:10]}"
+    SCRIPT[saga_id, "b"] = -2
+    await sagas.start("l_local", {"n": 1}, saga_id=saga_id)
+    for _ in range(200):
+        if SEEN[saga_id]:
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(SagaConflict, match="finished"):
+        await sagas.cancel(saga_id)
+    state = await asyncio.wait_for(sagas.result(saga_id), timeout=30)
+    assert state.status is SagaStatus.COMPLETED
+
+
+async def test_a_local_refusal_under_queries_replays(sagas: SagaClient) -> None:
+    """A query while a local step runs can make its refusal reach the saga one workflow task
+    later than replay delivers it; the compensation's first patch was then answered
+    differently in replay (nondeterminism: 2 to 3 sagas in 10 before engine._patches)."""
+    failures = []
+    for _ in range(12):
+        saga_id = f"l_late-{uuid.uuid4().hex[:10]}"
+        SCRIPT[saga_id, "b"] = 0
+        done = asyncio.Event()
+
+        async def query(saga_id: str = saga_id, done: asyncio.Event = done) -> None:
+            while not done.is_set():
+                with contextlib.suppress(Exception):
+                    await sagas.state(saga_id)
+                await asyncio.sleep(0.001)
+
+        querying = asyncio.create_task(query())
+        await sagas.start("l_late", {"n": 1}, saga_id=saga_id)
+        state = await asyncio.wait_for(sagas.result(saga_id), timeout=60)
+        done.set()
+        await querying
+        assert state.status is SagaStatus.COMPENSATED
+        history = await sagas.client.get_workflow_handle(saga_id).fetch_history()
+        replayer = build_replayer(SAGAS)
+        replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        if replayed.replay_failure is not None:
+            failures.append(str(replayed.replay_failure))
+    assert failures == []
