@@ -15,6 +15,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -51,7 +52,9 @@ def upgrade(engine: Engine, revision: str = "head", attempts: int = 5) -> None:
                     # unless the checkpoint truncates it.
                     _truncate_wal(engine)
             return
-        except DBAPIError:
+        except (DBAPIError, CommandError):
+            # On SQLite the loser of the race fails in the driver (locked), or in Alembic
+            # when the winner moved the version row under it ("expected to match one row").
             if attempt == attempts:
                 raise
             time.sleep(0.2 * attempt)  # another process is migrating: let it finish
