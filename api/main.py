@@ -87,7 +87,7 @@ def create_app(settings: Settings, *, service: SagaService | None = None) -> Fas
         resolved = settings.model_copy(update={"namespace": connection.namespace})
         app.state.service = SagaService(resolved, sagas, store, metrics)
         try:
-            async with exporting_metrics():
+            async with exporting_metrics(all_sdk_metrics=settings.sdk_metrics == "all"):
                 yield
         finally:
             app.state.service.streams.close()

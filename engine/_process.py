@@ -179,9 +179,8 @@ async def run_worker(settings: Settings, sagas: Sequence[SagaDefinition[Any]]) -
     """A worker for ``sagas`` until Ctrl-C or SIGTERM, then a graceful shutdown."""
     tracing = start_tracing("sagas-worker")
     connection = settings.temporal_connection()
-    client = await connect(
-        connection, runtime=temporal_runtime(), data_converter=settings.data_converter()
-    )
+    runtime = temporal_runtime(metrics=settings.worker_metrics_port is not None)
+    client = await connect(connection, runtime=runtime, data_converter=settings.data_converter())
     store = open_store(settings) if settings.store_enabled else None
     worker = build_worker(
         client,
@@ -206,7 +205,7 @@ async def run_worker(settings: Settings, sagas: Sequence[SagaDefinition[Any]]) -
         # The endpoint outlives the worker's graceful shutdown: probes keep their answers.
         async with (
             serve_worker_endpoint(settings, worker, client) as endpoint,
-            exporting_metrics(),
+            exporting_metrics(all_sdk_metrics=settings.sdk_metrics == "all"),
             worker,
         ):
             if endpoint is not None:

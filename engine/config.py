@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # none are served (the API's /metrics has them when both run in one process).
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     worker_metrics_host: str = "127.0.0.1"
+    # The Temporal SDK's own metrics served beside the saga metrics: "essential" (backlogs,
+    # failures, slots, cache) or "all" (also a latency histogram per request and per task,
+    # which costs a busy worker about a tenth of its CPU).
+    sdk_metrics: Literal["essential", "all"] = "essential"
     # On SIGTERM a worker stops polling and gives running activities this long to finish
     # before cancelling them (Kubernetes: keep terminationGracePeriodSeconds above it).
     worker_shutdown_seconds: float = Field(default=30.0, ge=0, le=3600)
