@@ -51,7 +51,7 @@ from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, wai
 from bench.sagas import Trip
 from engine import SagaClient
 from engine.worker import load_modules
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, free_port
 
 MODES = ("handwritten", "engine", "engine+store")
 LOCAL_MODES = ("engine-local", "handwritten-local")
@@ -134,12 +134,17 @@ async def main(
     modes: Sequence[str] = MODES,
     alternate: bool = False,
     failures: bool = False,
+    metrics: bool = False,
 ) -> dict[str, Any]:
     load_modules(["bench.sagas"])
     folder = Path(tempfile.mkdtemp(prefix="sagas-bench-baseline-"))
     server = await start_dev_server()
     address = server.client.service_client.config.target_host
     env = bench_env(folder, server)
+
+    def served() -> dict[str, str]:  # as deployed: the engine's workers serve their metrics
+        return {"SAGAS_WORKER_METRICS_PORT": str(free_port())} if metrics else {}
+
     needed = {WORKER[m] for m in modes}
     workers: dict[str, subprocess.Popen[bytes]] = {}
     if "handwritten" in needed:
@@ -147,12 +152,14 @@ async def main(
     if "engine" in needed:
         workers["engine"] = spawn(
             ["worker"],
-            {**env, "SAGAS_TASK_QUEUE": "bench-engine", "SAGAS_STORE_ENABLED": "false"},
+            {**env, **served(), "SAGAS_TASK_QUEUE": "bench-engine", "SAGAS_STORE_ENABLED": "false"},
             folder / "engine.log",
         )
     if "engine+store" in needed:
         workers["engine+store"] = spawn(
-            ["worker"], {**env, "SAGAS_TASK_QUEUE": "bench-store"}, folder / "engine+store.log"
+            ["worker"],
+            {**env, **served(), "SAGAS_TASK_QUEUE": "bench-store"},
+            folder / "engine+store.log",
         )
     client: Client = server.client
     engine_clients = {
@@ -266,6 +273,9 @@ if __name__ == "__main__":
     parser.add_argument("--local", action="store_true", help="also the local-activity modes")
     parser.add_argument("--alternate", action="store_true", help="one worker active at a time")
     parser.add_argument("--failures", action="store_true", help="a quarter refuse at each step")
+    parser.add_argument(
+        "--metrics", action="store_true", help="the engine's workers serve metrics (as deployed)"
+    )
     options = parser.parse_args()
     chosen = (
         tuple(m.strip() for m in options.modes.split(","))
@@ -283,6 +293,7 @@ if __name__ == "__main__":
             modes=chosen,
             alternate=options.alternate,
             failures=options.failures,
+            metrics=options.metrics,
         )
     )
     print(json.dumps(result, indent=2))
