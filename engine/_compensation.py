@@ -26,7 +26,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 from engine._attempts import GaveUp, run_attempts
-from engine._patches import PATIENT_COMPENSATIONS
+from engine._patches import PATIENT_COMPENSATIONS, later
 from engine._record import SagaRecord
 from engine._state import (
     Compensation,
@@ -218,7 +218,7 @@ class CompensationRunner:
         if self._patient is None:
             # Sagas whose compensations started under an older engine keep its shorter default
             # (their histories hold no marker); new ones leave the marker and are patient.
-            self._patient = workflow.patched(PATIENT_COMPENSATIONS)
+            self._patient = later(PATIENT_COMPENSATIONS)
         return step.compensation_retry_policy(patient=self._patient)
 
 

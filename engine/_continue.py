@@ -37,7 +37,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 from temporalio import workflow
 
-from engine._patches import CONTINUE_AS_NEW
+from engine._patches import CONTINUE_AS_NEW, later
 from engine._step_info import FORWARD
 
 #: The saga's memo keys: its history limit (set at the start), and how many history events
@@ -115,7 +115,7 @@ class Continuation:
             if not self.wanted():
                 self.passed += 1
                 return
-            if not workflow.patched(PATCH):
+            if not later(PATCH):
                 self._refused = True
                 self.passed += 1
                 return

@@ -37,6 +37,7 @@ from engine._patches import (
     FALLBACK_REFUSED_ACTION_UNKNOWN,
     UNDO_FAILED_OPTIONAL,
     UNDO_REPLACED_ACTION,
+    later,
 )
 from engine._record import SagaRecord
 from engine._state import Decision, StepState, StepStatus
@@ -138,7 +139,7 @@ class ForwardRunner:
                     if (
                         self._undo_now is not None
                         and entry.needs_compensation
-                        and workflow.patched(UNDO_FAILED_OPTIONAL)
+                        and later(UNDO_FAILED_OPTIONAL)
                     ):
                         # Its outcome is unknown (found by engine.testing's explore): a car
                         # reserved whose answer was lost would stay held by a completed trip.
@@ -186,7 +187,7 @@ class ForwardRunner:
                 step, step.fallback, entry.arg, state, span, loop_name=FALLBACK_LOOP
             )
         except GaveUp as exc:
-            if not exc.business_refusal or not workflow.patched(FALLBACK_REFUSED_ACTION_UNKNOWN):
+            if not exc.business_refusal or not later(FALLBACK_REFUSED_ACTION_UNKNOWN):
                 raise
             # The fallback said no, so it holds nothing; but the action's outcome is still
             # unknown (it failed, not by a refusal), so its compensation must run (found by
@@ -196,7 +197,7 @@ class ForwardRunner:
         if (
             self._undo_replaced is not None
             and step.compensate is not None
-            and workflow.patched(UNDO_REPLACED_ACTION)
+            and later(UNDO_REPLACED_ACTION)
         ):
             # The fallback serves; the action it replaced may have acted all the same (found
             # by engine.testing's explore against the participants: a room held at the hotel

@@ -7,10 +7,11 @@ Replaying, ``workflow.patched`` answers from the markers of the workflow task be
 A local activity's failure can reach the saga in a later workflow task live than it does in
 replay (when a query arrives while the local activity runs); a patch first consulted right
 after it would then be answered differently in replay, and the saga fail as
-nondeterministic. So a saga consults every later patch once before its first local attempt
-(``consult_before_local_steps``): their markers are then recorded there, where replay finds
-them, and the answers are kept for the rest of the run. A saga that has local steps is new
-(it carries ``LOCAL_STEPS``), so every answer is the one it would have got later anyway.
+nondeterministic. A saga that has local steps is new: it carries ``LOCAL_STEPS``, recorded
+before its first local attempt, and every later patch is true for it. So once ``LOCAL_STEPS``
+is true in a run, the later patches are answered true without being consulted (``later``):
+no marker that replay could place differently, and one marker in the history, not six (each
+patch marker comes with a search-attribute update, a write to the server's visibility store).
 """
 
 from __future__ import annotations
@@ -30,20 +31,24 @@ UNDO_REPLACED_ACTION = "undo-replaced-action"
 #: A long saga continues as new (engine._continue).
 CONTINUE_AS_NEW = "saga-continue-as-new"
 
-_LATER = (
-    PATIENT_COMPENSATIONS,
-    UNDO_FAILED_OPTIONAL,
-    FALLBACK_REFUSED_ACTION_UNKNOWN,
-    UNDO_REPLACED_ACTION,
-    CONTINUE_AS_NEW,
-)
+# Set on the workflow instance (one per run) once LOCAL_STEPS is true in the run.
+_LOCAL_STEPS_ON = "_sagas_local_steps_on"
 
 
 def local_steps_on() -> bool:
-    """Whether this saga runs its local steps as local activities; if so, the patches the
-    saga may consult later are consulted now (see the module's doc)."""
+    """Whether this saga runs its local steps as local activities (see the module's doc)."""
+    instance = workflow.instance()
+    if getattr(instance, _LOCAL_STEPS_ON, False):
+        return True
     if not workflow.patched(LOCAL_STEPS):
         return False
-    for patch in _LATER:
-        workflow.patched(patch)
+    setattr(instance, _LOCAL_STEPS_ON, True)
     return True
+
+
+def later(patch: str) -> bool:
+    """``workflow.patched(patch)``, for a patch the engine consults after a step has run: true
+    at once in a run whose local steps are on (see the module's doc)."""
+    if getattr(workflow.instance(), _LOCAL_STEPS_ON, False):
+        return True
+    return workflow.patched(patch)
