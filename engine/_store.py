@@ -100,8 +100,7 @@ class SagaStore:
             pool_pre_ping=not sqlite,
         )
         if sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", _sqlite_begin)
+            tune_sqlite(self.engine)
 
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest Alembic revision."""
@@ -335,6 +334,14 @@ class SagaStore:
                 .order_by(col(OperatorActionRow.id))
             ).all()
             return [OperatorAction(r.action, r.step, r.actor, r.reason, aware(r.at)) for r in rows]
+
+
+def tune_sqlite(engine: Engine) -> None:
+    """Several processes on one SQLite file: write-ahead log, commits without an fsync each
+    (durable across a process crash; the last ones may be lost to a power cut), and write
+    transactions that queue on the lock from their start."""
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", _sqlite_begin)
 
 
 def _sqlite_pragmas(conn: Any, _record: Any) -> None:

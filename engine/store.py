@@ -10,7 +10,7 @@ from engine._errors import InvalidCursor, KeyConflict
 from engine._masking import mask_data, mask_snapshot, mask_state, mask_text
 from engine._projection import Projector, read_from_temporal
 from engine._state import FINAL_STATUSES
-from engine._store import OperatorAction, Page, SagaStore, StoredSaga, with_driver
+from engine._store import OperatorAction, Page, SagaStore, StoredSaga, tune_sqlite, with_driver
 
 __all__ = [
     "FINAL_STATUSES",
@@ -26,5 +26,6 @@ __all__ = [
     "mask_state",
     "mask_text",
     "read_from_temporal",
+    "tune_sqlite",
     "with_driver",
 ]

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
-from engine.store import with_driver
+from engine.store import tune_sqlite, with_driver
 
 T = TypeVar("T")
 
@@ -54,8 +54,13 @@ class Conflict(Exception):
 
 class Store:
     def __init__(self, url: str) -> None:
-        args = {"check_same_thread": False} if url.startswith("sqlite") else {}
+        sqlite = url.startswith("sqlite")
+        args = {"check_same_thread": False, "timeout": 30} if sqlite else {}
         self.engine: Engine = create_engine(with_driver(url), connect_args=args)
+        if sqlite:
+            # As the saga store: a commit per call was an fsync per call, the most of the
+            # participants' time under load (bench/capacity.py, py-spy).
+            tune_sqlite(self.engine)
         # Only our tables: other sqlmodel tables (the saga store) share the global metadata.
         tables = [SQLModel.metadata.tables[name] for name in ("record", "attempt")]
         SQLModel.metadata.create_all(self.engine, tables=tables)
