@@ -53,10 +53,13 @@ test: $(STAMP) browser  ## run the test suite (slow suites excluded)
 test-all: $(STAMP) browser  ## run every suite, slow ones included
 	$(BIN)/pytest
 
-bench: $(STAMP)  ## benchmarks (not tests): API vs client, tracing on/off, engine vs hand-written
+bench: $(STAMP)  ## benchmarks (not tests; docs/benchmarks.md): engine vs hand-written, capacity, waits, ...
 	$(PY) -m bench.api_start --sagas 150 --concurrency 20 --rounds 6
 	$(PY) -m bench.tracing --sagas 150 --concurrency 20 --rounds 4
-	$(PY) -m bench.baseline --sagas 150 --concurrency 20 --rounds 3
+	$(PY) -m bench.baseline --modes handwritten,engine --alternate --failures --sagas 200 --rounds 12
+	$(PY) -m bench.baseline --modes handwritten,engine-local,handwritten-local --alternate --failures --sagas 200 --rounds 12
+	$(PY) -m bench.capacity --rates 5,10,15,20,25,30,35,40 --seconds 20
+	$(PY) -m bench.api_wait --waiters 50 --seconds 5
 	$(PY) -m bench.memory --sagas 1000
 
 chaos: $(STAMP)  ## the long chaos suites (kills, faults, outages; see docs/reliability.md)
