@@ -118,6 +118,21 @@ def only_active(workers: dict[str, subprocess.Popen[bytes]], active: str | None)
             os.kill(proc.pid, signal.SIGCONT)
 
 
+def dev_server_pid(address: str) -> int:
+    """The embedded dev server's process (listening on ``address``'s port)."""
+    port = address.rsplit(":", 1)[1]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"start-dev" in args and port.encode() in args:
+            return int(proc.name)
+    raise RuntimeError(f"no dev server process on port {port}")
+
+
 def order_of(modes: Sequence[str], number: int, alternate: bool) -> list[str]:
     """The modes of round ``number``: alternating, or rotated and reversed side by side."""
     if alternate:
@@ -190,19 +205,24 @@ async def main(
 
     throughput: dict[str, list[float]] = {m: [] for m in modes}
     cpu: dict[str, float] = dict.fromkeys(modes, 0.0)
+    server_cpu: dict[str, float] = dict.fromkeys(modes, 0.0)
     try:
         for name, proc in workers.items():
             await wait_ready(folder / f"{name}.log", proc)
         for mode in modes:
             with only_active(workers, WORKER[mode] if alternate else None):
                 await one_round(20, concurrency, starter(mode))  # warm-up
+        server_pid = dev_server_pid(address)
         for number in range(rounds):
             for mode in order_of(modes, number, alternate):
                 pid = workers[WORKER[mode]].pid
                 with only_active(workers, WORKER[mode] if alternate else None):
-                    before = cpu_seconds(pid)
+                    before, server_before = cpu_seconds(pid), cpu_seconds(server_pid)
                     throughput[mode].append(await one_round(count, concurrency, starter(mode)))
                     cpu[mode] += cpu_seconds(pid) - before
+                    # One mode's sagas at a time (rounds are sequential): the server's CPU
+                    # over the round is theirs.
+                    server_cpu[mode] += cpu_seconds(server_pid) - server_before
     finally:
         for proc in workers.values():
             with contextlib.suppress(ProcessLookupError):
@@ -211,8 +231,12 @@ async def main(
             proc.wait(timeout=30)
         await server.shutdown()
         shutil.rmtree(folder, ignore_errors=True)
-    return report(throughput, cpu, count=count, concurrency=concurrency, rounds=rounds,
-                  alternate=alternate, failures=failures)  # fmt: skip
+    found = report(throughput, cpu, count=count, concurrency=concurrency, rounds=rounds,
+                   alternate=alternate, failures=failures)  # fmt: skip
+    found["server_cpu_ms_per_saga"] = {
+        m: round(1000 * server_cpu[m] / (count * rounds), 2) for m in modes
+    }
+    return found
 
 
 def report(
