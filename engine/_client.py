@@ -29,7 +29,7 @@ from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 from engine import _registry
 from engine._connection import TemporalConnection, explain_failure
-from engine._continue import LIMIT_MEMO, STATUS_MEMO
+from engine._continue import LIMIT_MEMO
 from engine._errors import (
     CONFLICT,
     InvalidSagaInput,
@@ -185,12 +185,7 @@ class SagaClient:
                 id=saga_id,
                 task_queue=self.task_queue,
                 # In the start event, so that every replay of the saga reads the same limit.
-                # And the status a list shows, so that the saga need not write it at once.
-                memo={
-                    **(memo or {}),
-                    **({LIMIT_MEMO: limit} if limit else {}),
-                    STATUS_MEMO: SagaStatus.RUNNING.value,
-                },
+                memo={**(memo or {}), **({LIMIT_MEMO: limit} if limit else {})} or None,
                 # Saga ids are also the root of every idempotency key: never reuse one.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 rpc_timeout=self.rpc_timeout,
@@ -360,7 +355,7 @@ class SagaClient:
                     type=wf.workflow_type,
                     # A saga that failed at the Temporal level (bad input, terminated) has no
                     # saga status of its own: show Temporal's.
-                    status=str(memo.get(STATUS_MEMO, temporal_status)),
+                    status=str(memo.get("saga_status", temporal_status)),
                     temporal_status=temporal_status,
                     started_at=wf.start_time,
                     closed_at=wf.close_time,

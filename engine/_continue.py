@@ -44,9 +44,6 @@ from engine._step_info import FORWARD
 #: its earlier runs had (the store's revisions go on rising across runs).
 LIMIT_MEMO = "sagas_history_limit"
 BASE_MEMO = "sagas_revision_base"
-#: The saga's status as lists show it; the starter puts "running" in the start event, so the
-#: saga need not write it again (a memo change is an event and a visibility-store write).
-STATUS_MEMO = "saga_status"
 # Sagas started by an engine that could not continue as new replay as they ran: a history
 # without this marker never continues as new.
 PATCH = CONTINUE_AS_NEW

@@ -22,7 +22,6 @@ from typing import Any
 from temporalio import workflow
 
 from engine import _metrics, _projection
-from engine._continue import STATUS_MEMO
 from engine._state import (
     FINAL_STATUSES,
     CancelRequest,
@@ -72,7 +71,7 @@ class SagaRecord:
         status = self.status
         if status is not self._listed_status:
             self._listed_status = status
-            workflow.upsert_memo({STATUS_MEMO: status.value})
+            workflow.upsert_memo({"saga_status": status.value})
             if status in COUNTED_STATUSES:
                 _metrics.saga_status(self.saga_type, status.value)
         self.publish_soon()

@@ -35,7 +35,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from engine import _carry, _metrics, _registry
     from engine._compensation import CompensationRunner, UndoLog
-    from engine._continue import BASE_MEMO, LIMIT_MEMO, STATUS_MEMO, Continuation
+    from engine._continue import BASE_MEMO, LIMIT_MEMO, Continuation
     from engine._definition import SagaDefinition
     from engine._errors import CONFLICT, INVALID_INPUT, StepFailed
     from engine._forward import ForwardRunner
@@ -90,8 +90,6 @@ class SagaWorkflow:
             for state in definition.initial_step_states(record.saga_id):
                 record.steps[state.name] = state
             _metrics.saga_started(record.saga_type)
-            if workflow.memo_value(STATUS_MEMO, None) == SagaStatus.RUNNING.value:
-                record.listed(SagaStatus.RUNNING)  # the starter wrote it in the start event
         else:
             self._forward.resume, loops = _carry.restore(carry, record)
             self._forward.decisions.update(carry.decisions)
