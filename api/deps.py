@@ -6,6 +6,7 @@ parameter, the API's use cases, and the name of the key that called.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, Header, Path, Query, Request
@@ -57,7 +58,8 @@ def prefer_wait(prefer: Annotated[str | None, Header(alias="Prefer")] = None) ->
         if name.strip().lower() != "wait":
             continue
         value = value.strip().strip('"')
-        if value.isdigit():
+        # ASCII digits only (str.isdigit also takes "²"), and few of them.
+        if re.fullmatch(r"[0-9]{1,6}", value):
             return int(value)
     return None
 

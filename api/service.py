@@ -8,6 +8,7 @@ it yet; operator actions go to the saga's workflow and are recorded in the store
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import uuid
@@ -24,7 +25,7 @@ from api.metrics import ApiMetrics
 from api.models import BulkRetryPublic, SagaFilters, SagaPage, SagaPublic
 from api.presenter import saga_public
 from api.roles import FourEyes
-from api.streams import Look, StreamHub
+from api.streams import Look, StreamHub, TooManyStreams
 from engine import (
     SagaAlreadyExists,
     SagaClient,
@@ -259,19 +260,28 @@ class SagaService:
         """
         return self.streams.follow(saga_id)
 
-    async def wait(self, saga: SagaPublic, seconds: float) -> SagaPublic:
+    async def wait(self, saga: SagaPublic, seconds: float, *, by: str) -> tuple[SagaPublic, bool]:
         """The saga once it is settled (final, or waiting for a person), or after ``seconds``
-        (cut to SAGAS_API_WAIT_MAX_SECONDS) as it is then. ``saga`` is its state now.
+        (cut to SAGAS_API_WAIT_MAX_SECONDS) as it is then. ``saga`` is its state now; the
+        flag is false when the wait was not granted (no place left).
 
         Through the saga's shared poller (api.streams): no store polling per waiting request.
+        A waiter holds a place as an event stream does (SAGAS_EVENTS_MAX_STREAMS, and per key
+        SAGAS_EVENTS_MAX_STREAMS_PER_KEY): with none left, the answer comes at once (a wait
+        is a preference: a start has happened either way).
         A workflow update that waits would answer sooner but write two events per waiter into
         the saga's history (Temporal also bounds the updates in flight per workflow), and it
         could not answer for a saga that has ended.
         """
         if settled(saga) or seconds <= 0:
-            return saga
-        seen = await self.streams.wait(saga.id, seconds, settled)
-        return seen if seen is not None else saga
+            return saga, True
+        with contextlib.ExitStack() as place:
+            try:
+                place.enter_context(self.streams.admit(by))
+            except TooManyStreams:
+                return saga, False
+            seen = await self.streams.wait(saga.id, seconds, settled)
+        return (seen if seen is not None else saga), True
 
     def wait_seconds(self, asked: float) -> float:
         """The wait applied for ``asked`` seconds: at most SAGAS_API_WAIT_MAX_SECONDS."""

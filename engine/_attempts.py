@@ -178,21 +178,20 @@ async def _execute(
     if step.local and local_steps_on():
         try:
             return await _run_local(fn, arg, activity_id, start_to_close)
-        except FailureError as exc:
-            if isinstance(exc, ActivityError):
+        except ActivityError as exc:
+            if not is_cancelled_exception(exc):
                 raise
+            # Not the saga's cancel (that one comes as CancelledError, once the attempt has
+            # ended): the worker cancelled the local activity, shutting down. Its outcome is
+            # unknown: a failed attempt, retried by the policy, not a cancel of the saga.
+            interrupted = ApplicationError(
+                "the worker stopped the local attempt", type="LocalAttemptInterrupted"
+            )
+            raise _attempt_error(activity_id) from interrupted
+        except FailureError as exc:
             # A local activity's failure may come back bare (the ApplicationError or timeout
             # itself): wrap it as a regular activity's would be, for the loop to read alike.
-            wrapped = ActivityError(
-                "local activity failed",
-                scheduled_event_id=0,
-                started_event_id=0,
-                identity="",
-                activity_type=activity_id,
-                activity_id=activity_id,
-                retry_state=None,
-            )
-            raise wrapped from exc
+            raise _attempt_error(activity_id) from exc
     return await workflow.execute_activity(
         fn,
         arg,
@@ -201,6 +200,19 @@ async def _execute(
         heartbeat_timeout=step.heartbeat,
         retry_policy=_ONE_TRY,
         cancellation_type=cancellation,
+    )
+
+
+def _attempt_error(activity_id: str) -> ActivityError:
+    """An ActivityError for a local attempt's failure (its cause: what it is raised from)."""
+    return ActivityError(
+        "local activity failed",
+        scheduled_event_id=0,
+        started_event_id=0,
+        identity="",
+        activity_type=activity_id,
+        activity_id=activity_id,
+        retry_state=None,
     )
 
 

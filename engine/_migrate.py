@@ -52,10 +52,12 @@ def upgrade(engine: Engine, revision: str = "head", attempts: int = 5) -> None:
                     # unless the checkpoint truncates it.
                     _truncate_wal(engine)
             return
-        except (DBAPIError, CommandError):
+        except (DBAPIError, CommandError) as exc:
             # On SQLite the loser of the race fails in the driver (locked), or in Alembic
             # when the winner moved the version row under it ("expected to match one row").
-            if attempt == attempts:
+            # Any other Alembic error (a revision it cannot find) is no race.
+            raced = not isinstance(exc, CommandError) or "expected to match one row" in str(exc)
+            if attempt == attempts or not raced:
                 raise
             time.sleep(0.2 * attempt)  # another process is migrating: let it finish
 

@@ -33,6 +33,8 @@ CONTINUE_AS_NEW = "saga-continue-as-new"
 
 # Set on the workflow instance (one per run) once LOCAL_STEPS is true in the run.
 _LOCAL_STEPS_ON = "_sagas_local_steps_on"
+# The instance's answers of ``later`` so far in the run (patch -> answer).
+_ANSWERS = "_sagas_patch_answers"
 
 
 def local_steps_on() -> bool:
@@ -48,7 +50,12 @@ def local_steps_on() -> bool:
 
 def later(patch: str) -> bool:
     """``workflow.patched(patch)``, for a patch the engine consults after a step has run: true
-    at once in a run whose local steps are on (see the module's doc)."""
-    if getattr(workflow.instance(), _LOCAL_STEPS_ON, False):
-        return True
-    return workflow.patched(patch)
+    at once in a run whose local steps are on (see the module's doc). An answer given earlier
+    in the run stands: a saga upgraded in flight that was told no before its first local step
+    (its history has no marker) keeps the behaviour it started with."""
+    instance = workflow.instance()
+    answers: dict[str, bool] = instance.__dict__.setdefault(_ANSWERS, {})
+    if patch not in answers:
+        on = getattr(instance, _LOCAL_STEPS_ON, False)
+        answers[patch] = True if on else workflow.patched(patch)
+    return answers[patch]

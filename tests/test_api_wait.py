@@ -133,12 +133,32 @@ async def test_waits_keep_roles_and_check_their_input(api: Api) -> None:
     assert missing.status_code == 404, missing.text
 
 
+async def test_waiters_hold_places_as_streams_do(api: Api) -> None:
+    """A waiter takes an event stream's place; with none left for its key, the answer comes
+    at once (a start has happened either way) and says the wait was not applied."""
+    service = api.http._transport.app.state.service  # type: ignore[attr-defined]
+    service.streams.max_per_key, kept = 0, service.streams.max_per_key
+    try:
+        began = time.monotonic()
+        response = await start(api, "three_steps", "wait=3", slow={"b": 1.5})
+        assert response.status_code == 202, response.text
+        assert "Preference-Applied" not in response.headers
+        answer = await api.http.get(f"/sagas/{response.json()['id']}?wait=3", headers=AUTH)
+        assert answer.json()["status"] == "running"
+        assert time.monotonic() - began < 1.5
+    finally:
+        service.streams.max_per_key = kept
+    await api.status(response.json()["id"], "completed")
+
+
 def test_prefer_wait_is_read_as_rfc_7240_says() -> None:
     assert prefer_wait(None) is None
     assert prefer_wait("wait=5") == 5
     assert prefer_wait("respond-async, WAIT = 7") == 7
     assert prefer_wait('wait="2";x=1') == 2
     assert prefer_wait("wait=soon") is None
+    assert prefer_wait("wait=\u00b2") is None  # a digit to str.isdigit, not to int()
+    assert prefer_wait("wait=" + "9" * 5000) is None
     assert prefer_wait("return=minimal") is None
 
 

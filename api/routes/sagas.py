@@ -55,8 +55,9 @@ async def start_saga(
         response.status_code = 200
     if wait is not None:
         seconds = int(service.wait_seconds(wait))
-        response.headers["Preference-Applied"] = f"wait={seconds}"
-        saga = await service.wait(saga, seconds)
+        saga, granted = await service.wait(saga, seconds, by=caller)
+        if granted:  # else no place was left for another waiter: answered at once
+            response.headers["Preference-Applied"] = f"wait={seconds}"
     return saga
 
 
@@ -77,7 +78,7 @@ async def get_saga(
     """
     saga = await service.show(saga_id)
     if wait:
-        saga = await service.wait(saga, service.wait_seconds(wait))
+        saga, _ = await service.wait(saga, service.wait_seconds(wait), by=caller)
     return saga
 
 
