@@ -245,25 +245,39 @@ class SagaClient:
         """The saga once it has ended or waits for a person, or after ``timeout`` seconds as
         it is then (None: no bound).
 
-        Without polling: it follows the saga's history through Temporal's long poll, and reads
-        the state once per workflow task that completes (the state changes only then).
+        Without polling: it follows the saga's history through Temporal's long poll, from the
+        event it has reached, and reads the state once per workflow task that completes (the
+        state changes only then); through each run, when the saga continues as new.
         """
         state = await self.state(saga_id)
         if state.status in _SETTLED:
             return state
-        events = self._handle(saga_id).fetch_history_events(wait_new_event=True)
         try:
             async with asyncio.timeout(timeout):
-                async for event in events:
-                    if event.event_type in _STATE_CHANGES:
-                        state = await self.state(saga_id)
-                        if state.status in _SETTLED:
-                            break
+                while not await self._follow_run(saga_id):
+                    pass  # the run continued as new: follow the next one
+                state = await self.state(saga_id)
         except TimeoutError:
             pass
         except RPCError as exc:
             raise _map_rpc(exc, saga_id) from None
         return state
+
+    async def _follow_run(self, saga_id: str) -> bool:
+        """Follow the saga's current run until it settles or ends (True), or continues as new
+        (False)."""
+        described = await self._handle(saga_id).describe(rpc_timeout=self.rpc_timeout)
+        run = self.client.get_workflow_handle(saga_id, run_id=described.run_id)
+        async for event in run.fetch_history_events(wait_new_event=True):
+            if event.event_id <= described.history_length:
+                continue  # what the state read before already showed
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+                return False
+            if event.event_type in _STATE_CHANGES:
+                state = await self.state(saga_id)
+                if state.status in _SETTLED:
+                    return True
+        return True
 
     async def wait_for(
         self,

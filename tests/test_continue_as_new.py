@@ -380,6 +380,13 @@ class TestImperativeSagasResume:
 
 
 class TestWaitsSurvive:
+    async def test_settled_follows_the_saga_across_runs(self, limited_dev: SagaClient) -> None:
+        # What `sagas start --wait` uses: it follows each run, not only the first.
+        saga_id = await start(limited_dev, "can_forever", transient={"c": 8})
+        state = await limited_dev.settled(saga_id, timeout=120)
+        assert state.status is SagaStatus.COMPLETED
+        assert (await carried(limited_dev.client, saga_id)) is not None
+
     async def test_an_approval_awaited_across_runs(self, limited_dev: SagaClient) -> None:
         limited = limited_dev
         saga_id = await start(limited, "can_waiting", transient={"p1": 5})
