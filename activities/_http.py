@@ -18,7 +18,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from engine import step_info
+from engine import PARTICIPANT_UNREACHABLE, step_info
 from engine.config import get_settings
 
 HEARTBEAT_EVERY = 1.0
@@ -69,6 +69,14 @@ async def _heartbeating(request: Any, participant: str) -> httpx.Response:
             if done:
                 return task.result()
             activity.heartbeat()
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        # No connection, so no request: the call never reached the participant. Not an
+        # attempt of the step's budget; the step waits on the participant (engine docs).
+        raise ApplicationError(
+            f"{participant} unreachable: {type(exc).__name__}",
+            {"participant": participant},
+            type=PARTICIPANT_UNREACHABLE,
+        ) from None
     except (httpx.TimeoutException, httpx.TransportError) as exc:
         raise ApplicationError(
             f"{participant} unreachable: {type(exc).__name__}", type="ParticipantUnavailable"

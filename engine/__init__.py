@@ -45,7 +45,7 @@ from engine._errors import (
     UnknownSagaType,
 )
 from engine._imperative import ImperativeSaga, SagaRun
-from engine._participants import participant
+from engine._participants import PARTICIPANT_UNREACHABLE, participant
 from engine._state import (
     Compensation,
     CompensationState,
@@ -62,6 +62,7 @@ from engine._step_info import StepInfo, idempotency_key, step_info
 
 __all__ = [
     "DEFAULT_TASK_QUEUE",
+    "PARTICIPANT_UNREACHABLE",
     "Approval",
     "Compensation",
     "CompensationState",

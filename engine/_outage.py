@@ -91,9 +91,10 @@ class OutageWait:
 
     def _delay(self, refusal: Refusal, refusals: int) -> timedelta:
         delay = refusal.retry_after
-        if refusal.kind == "bulkhead_full":
-            # The guard cannot tell when a slot frees: back off, so that many waiting sagas
-            # do not keep a busy worker busier with refused calls.
+        if refusal.kind in ("bulkhead_full", "unreachable"):
+            # The guard cannot tell when a slot frees, nor an activity when its participant
+            # will answer again: back off, so that many waiting sagas do not keep a busy
+            # worker busier with refused calls.
             delay *= min(2 ** (refusals - 1), _BULKHEAD_BACKOFF_CAP)
         elif isinstance(self._counter, CompensationState):
             # A compensation waits on an open circuit without limit and never continues as

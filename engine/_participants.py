@@ -50,6 +50,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CIRCUIT_OPEN = "CircuitOpen"
 BULKHEAD_FULL = "BulkheadFull"
+#: The error type an activity raises (retryable ``ApplicationError``) when its call never
+#: reached the participant (connection refused): not an attempt of the step's retry budget;
+#: the step waits on the participant as on an open circuit, up to its outage patience.
+PARTICIPANT_UNREACHABLE = "ParticipantUnreachable"
+_KINDS = {
+    CIRCUIT_OPEN: "circuit_open",
+    BULKHEAD_FULL: "bulkhead_full",
+    PARTICIPANT_UNREACHABLE: "unreachable",
+}
 # How often, at most, a running worker moves breakers whose cool-down is over to half-open.
 _TICK_SECONDS = 1.0
 _ATTRIBUTE = "__saga_participant__"
@@ -105,21 +114,22 @@ class Refusal:
     """A call refused by the worker's guard, as the saga workflow reads it."""
 
     participant: str
-    kind: str  # "circuit_open" or "bulkhead_full"
+    kind: str  # "circuit_open", "bulkhead_full" or "unreachable"
     retry_after: timedelta
 
 
 def participant_refusal(exc: ActivityError) -> Refusal | None:
-    """The guard's refusal behind a failed attempt, or None if the participant was called."""
+    """The guard's refusal behind a failed attempt, or an activity's word that its call never
+    reached the participant; None if the participant was called."""
     cause = exc.cause
-    if not isinstance(cause, ApplicationError) or cause.type not in (CIRCUIT_OPEN, BULKHEAD_FULL):
+    if not isinstance(cause, ApplicationError) or cause.type not in _KINDS:
         return None
     details = cause.details[0] if cause.details else {}
     if not isinstance(details, dict):
-        return None
-    kind = "circuit_open" if cause.type == CIRCUIT_OPEN else "bulkhead_full"
+        details = {}
+    participant = details.get("participant") or exc.activity_type or "?"
     seconds = max(float(details.get("retry_after", 1.0)), 0.001)
-    return Refusal(str(details.get("participant", "?")), kind, timedelta(seconds=seconds))
+    return Refusal(str(participant), _KINDS[cause.type or ""], timedelta(seconds=seconds))
 
 
 class ParticipantGuard(Interceptor):

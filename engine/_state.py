@@ -69,7 +69,8 @@ class ParticipantWait(BaseModel):
 
     participant: str
     #: ``circuit_open``: the participant's circuit breaker is open (it kept failing);
-    #: ``bulkhead_full``: the worker already runs as many calls to it as it allows.
+    #: ``bulkhead_full``: the worker already runs as many calls to it as it allows;
+    #: ``unreachable``: the activity could not reach it (``PARTICIPANT_UNREACHABLE``).
     reason: str
     since: datetime
     until: datetime

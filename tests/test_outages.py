@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from engine import (
+    PARTICIPANT_UNREACHABLE,
     Compensation,
     RetryPolicy,
     Saga,
@@ -42,6 +43,8 @@ ALWAYS = -1
 #: (saga id, activity) -> transient failures still to give (ALWAYS: every call).
 FAULTS: dict[tuple[str, str], int] = {}
 REFUSE: set[tuple[str, str]] = set()
+#: (saga id, activity) -> calls still to fail as unreachable (never reaching the participant).
+UNREACHABLE: dict[tuple[str, str], int] = {}
 #: (saga id, activity) whose every call takes effect, then fails transiently (outcome unknown).
 LOST: set[tuple[str, str]] = set()
 #: saga id -> activities whose effect is held; and every call made, in order.
@@ -61,6 +64,13 @@ def _fault(saga_id: str, name: str) -> None:
     if left:
         FAULTS[saga_id, name] = left - 1 if left > 0 else ALWAYS
         raise ApplicationError(f"{name} unavailable", type="Unavailable")
+    down = UNREACHABLE.get((saga_id, name), 0)
+    if down:
+        UNREACHABLE[saga_id, name] = down - 1 if down > 0 else ALWAYS
+        # An activity may say when to try again (retry_after, seconds; 1 s if it does not).
+        raise ApplicationError(
+            f"{name} unreachable", {"retry_after": 0.05}, type=PARTICIPANT_UNREACHABLE
+        )
 
 
 def service(name: str, participant_name: str) -> tuple[Any, Any]:
@@ -166,6 +176,42 @@ async def finished(sagas: SagaClient, saga_id: str) -> SagaState:
     replayed = await build_replayer(SAGAS).replay_workflow(history, raise_on_replay_failure=False)
     assert replayed.replay_failure is None, replayed.replay_failure
     return state
+
+
+class TestUnreachable:
+    """A call that never reached its participant (PARTICIPANT_UNREACHABLE) is not an attempt
+    of the step's budget: the step waits on the participant, up to its outage patience."""
+
+    @pytest.fixture
+    async def sagas(self, dev_env: WorkflowEnvironment) -> AsyncIterator[SagaClient]:
+        # Breakers that never open: only the activity's word says the participant is down.
+        async for client in saga_client(dev_env, OutagePolicy(failure_threshold=1000)):
+            yield client
+
+    async def test_an_outage_longer_than_the_budget_costs_time_not_the_outcome(
+        self, sagas: SagaClient
+    ) -> None:
+        saga_id = f"o_pay_four_times-{uuid.uuid4().hex[:10]}"
+        UNREACHABLE[saga_id, "o_pay"] = 6  # six calls fail to connect, against a budget of 4
+        await sagas.start("o_pay_four_times", {"n": 1}, saga_id=saga_id)
+        waiting = await sagas.wait_for(
+            saga_id, until=lambda s: s.step("pay").waiting is not None, timeout=20,
+            interval=0.05,
+        )  # fmt: skip
+        state = await finished(sagas, saga_id)
+        wait = waiting.step("pay").waiting
+        assert wait is not None
+        assert (wait.participant, wait.reason) == ("o_pay", "unreachable")
+        assert state.status is SagaStatus.COMPLETED
+        assert CALLS[saga_id] == ["o_pay"] * 7
+
+    async def test_patience_bounds_the_wait(self, sagas: SagaClient) -> None:
+        saga_id = f"o_impatient-{uuid.uuid4().hex[:10]}"
+        UNREACHABLE[saga_id, "o_pay"] = ALWAYS
+        await sagas.start("o_impatient", {"n": 1}, saga_id=saga_id)
+        state = await finished(sagas, saga_id)
+        assert state.status is SagaStatus.COMPENSATED
+        assert "outage patience" in (state.step("pay").error or "")
 
 
 class TestCircuitBreaker:

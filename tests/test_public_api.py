@@ -13,7 +13,8 @@ from engine._attempts import backoff
 from engine._step_info import activity_id_for, idempotency_key_for
 
 EXPORTED = {
-    "DEFAULT_TASK_QUEUE", "Approval", "Compensation", "CompensationState", "CompensationStatus",
+    "DEFAULT_TASK_QUEUE", "PARTICIPANT_UNREACHABLE", "Approval", "Compensation",
+    "CompensationState", "CompensationStatus",
     "Decision", "ImperativeSaga", "InvalidSagaInput", "Parallel", "ParticipantWait", "Results",
     "RetryPolicy",
     "Saga", "SagaAlreadyExists", "SagaClient", "SagaConflict", "SagaDefinition",
