@@ -96,7 +96,7 @@ class OutageWait:
             # will answer again: back off, so that many waiting sagas do not keep a busy
             # worker busier with refused calls.
             delay *= min(2 ** (refusals - 1), _BULKHEAD_BACKOFF_CAP)
-        elif isinstance(self._counter, CompensationState):
+        if isinstance(self._counter, CompensationState) and refusal.kind != "bulkhead_full":
             # A compensation waits on an open circuit without limit and never continues as
             # new: at one refused attempt and one timer per cool-down (~11 history events per
             # 10 s), an outage of ~14 h would take it past Temporal's history limit. So each

@@ -292,8 +292,11 @@ class TestLongOutage:
     """A compensation rides out days of outage within Temporal's history limits."""
 
     @staticmethod
-    def waits(counter: Any, outage_days: float) -> list[timedelta]:
-        """The waits of one step on a circuit that stays open (a 10 s cool-down)."""
+    def waits(
+        counter: Any, outage_days: float, kind: str = "circuit_open", seconds: float = 10
+    ) -> list[timedelta]:
+        """The waits of one step on a circuit that stays open (a 10 s cool-down), or on a
+        participant that stays unreachable."""
         import random
         from unittest import mock
 
@@ -303,7 +306,7 @@ class TestLongOutage:
         from engine._participants import Refusal
 
         wait = OutageWait(counter, INVALID_SPAN, None, lambda: None)
-        refusal = Refusal("payments", "circuit_open", timedelta(seconds=10))
+        refusal = Refusal("payments", kind, timedelta(seconds=seconds))
         waits: list[timedelta] = []
         with mock.patch("engine._outage.workflow.random", return_value=random.Random(7)):
             while wait.waited < timedelta(days=outage_days):
@@ -323,6 +326,17 @@ class TestLongOutage:
         assert min(waits[20:]) >= timedelta(minutes=5)
         # Three days of outage in under a thousand waits: at ~11 history events each (and
         # as many again for a failed probe after each), far below the 51,200 events limit.
+        assert len(waits) < 1000
+
+    def test_a_compensation_waits_on_an_unreachable_participant_as_long_and_as_rarely(
+        self,
+    ) -> None:
+        # No patience bounds a compensation: its waits must double to the cap here too, or a
+        # day of outage would take its history past Temporal's limit.
+        from engine import CompensationState
+
+        waits = self.waits(CompensationState(), outage_days=3, kind="unreachable", seconds=1)
+        assert min(waits[30:]) >= timedelta(minutes=5)
         assert len(waits) < 1000
 
     def test_a_forward_step_keeps_to_the_cool_down(self) -> None:
