@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +137,21 @@ class LeanHttp:
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":", 1)[1])
         return status, await reader.readexactly(length)
+
+
+async def tear_down(
+    procs: Iterable[subprocess.Popen[bytes]], server: WorkflowEnvironment, folder: Path
+) -> None:
+    """Stop a benchmark's processes (killed if one has not stopped in 30 s), its dev server,
+    and remove its folder."""
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    await server.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -249,14 +264,7 @@ async def main(count: int, concurrency: int, rounds: int, http_client: str) -> d
                     results.append(done)
             await lean.close()
     finally:
-        for proc in (api, worker):
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        await env_server.shutdown()
-        shutil.rmtree(folder, ignore_errors=True)
+        await tear_down((api, worker), env_server, folder)
 
     def summary(mode: str) -> dict[str, float]:
         mine = [r for r in results if r.mode == mode]

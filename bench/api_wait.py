@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import tempfile
 import time
 import uuid
@@ -25,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, wait_ready
+from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, tear_down, wait_ready
 from engine.worker import load_modules
 from tests.support.processes import free_port
 
@@ -68,11 +67,7 @@ async def main(waiters: int, sagas: int, seconds: float) -> dict[str, Any]:
             answers = await asyncio.gather(*(wait(ids[n % sagas]) for n in range(waiters)))
             waited, took = cpu_seconds(api.pid) - before, time.perf_counter() - began
     finally:
-        for proc in (api, worker):
-            proc.terminate()
-            proc.wait(timeout=30)
-        await server.shutdown()
-        shutil.rmtree(folder, ignore_errors=True)
+        await tear_down((api, worker), server, folder)
     extra = max(waited - idle * took / seconds, 0.0)
     return {
         "waiters": waiters,

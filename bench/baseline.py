@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -47,7 +46,7 @@ from typing import Any
 
 from temporalio.client import Client
 
-from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, wait_ready
+from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, tear_down, wait_ready
 from bench.sagas import Trip
 from engine import SagaClient
 from engine.worker import load_modules
@@ -224,13 +223,10 @@ async def main(
                     # over the round is theirs.
                     server_cpu[mode] += cpu_seconds(server_pid) - server_before
     finally:
-        for proc in workers.values():
+        for proc in workers.values():  # a paused worker cannot stop
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGCONT)
-            proc.terminate()
-            proc.wait(timeout=30)
-        await server.shutdown()
-        shutil.rmtree(folder, ignore_errors=True)
+        await tear_down(workers.values(), server, folder)
     found = report(throughput, cpu, count=count, concurrency=concurrency, rounds=rounds,
                    alternate=alternate, failures=failures)  # fmt: skip
     found["server_cpu_ms_per_saga"] = {

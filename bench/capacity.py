@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import subprocess
 import tempfile
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, wait_ready
+from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, tear_down, wait_ready
 from engine import SagaClient, SagaStatus
 from tests.support.processes import ROOT, free_port
 
@@ -136,14 +135,7 @@ async def main(rates: list[float], seconds: float, give_up: float) -> dict[str, 
                 if p95 is None or p95 > 1000 * give_up:
                     break
     finally:
-        for proc in procs.values():
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        await server.shutdown()
-        shutil.rmtree(folder, ignore_errors=True)
+        await tear_down(procs.values(), server, folder)
     within = [
         r["rate"]
         for r in results

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, wait_ready
+from bench.api_start import bench_env, cpu_seconds, spawn, start_dev_server, tear_down, wait_ready
 from bench.baseline import start_handwritten
 from bench.sagas import Trip
 from engine import SagaClient, SagaStatus
@@ -82,11 +81,7 @@ async def main(count: int, concurrency: int) -> dict[str, Any]:
         assert all(s.status is SagaStatus.AWAITING_APPROVAL for s in waiting), "not in flight"
         loaded = {"handwritten": rss_mib(hand.pid), "engine": rss_mib(engine.pid)}
     finally:
-        for proc in (hand, engine):
-            proc.terminate()
-            proc.wait(timeout=30)
-        await server.shutdown()
-        shutil.rmtree(folder, ignore_errors=True)
+        await tear_down((hand, engine), server, folder)
 
     per_saga = {m: (loaded[m] - idle[m]) * 1024 / count for m in idle}
     return {

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
 import tempfile
 import threading
@@ -31,6 +30,7 @@ from bench.api_start import (
     run_round,
     spawn,
     start_dev_server,
+    tear_down,
     wait_ready,
 )
 from engine import SagaClient
@@ -90,12 +90,8 @@ async def main(count: int, concurrency: int, rounds: int) -> dict[str, object]:
                 done.cpu = {"worker": cpu_seconds(workers[mode].pid) - before}
                 results.append(done)
     finally:
-        for proc in workers.values():
-            proc.terminate()
-            proc.wait(timeout=30)
-        await server.shutdown()
+        await tear_down(workers.values(), server, folder)
         receiver.shutdown()
-        shutil.rmtree(folder, ignore_errors=True)
 
     def summary(mode: str) -> dict[str, Any]:
         mine = [r for r in results if r.mode == mode]

@@ -157,9 +157,16 @@ async def saga_client(
         yield SagaClient(env.client, task_queue=task_queue)
 
 
-async def start(sagas: SagaClient, saga_type: str, lost: Sequence[str] = (), **faults: int) -> str:
+async def start(
+    sagas: SagaClient,
+    saga_type: str,
+    lost: Sequence[str] = (),
+    unreachable: dict[str, int] | None = None,
+    **faults: int,
+) -> str:
     saga_id = f"{saga_type}-{uuid.uuid4().hex[:10]}"
     LOST.update((saga_id, name) for name in lost)
+    UNREACHABLE.update({(saga_id, name): n for name, n in (unreachable or {}).items()})
     for name, count in faults.items():
         if count == 0:
             REFUSE.add((saga_id, name))
@@ -191,9 +198,8 @@ class TestUnreachable:
     async def test_an_outage_longer_than_the_budget_costs_time_not_the_outcome(
         self, sagas: SagaClient
     ) -> None:
-        saga_id = f"o_pay_four_times-{uuid.uuid4().hex[:10]}"
-        UNREACHABLE[saga_id, "o_pay"] = 6  # six calls fail to connect, against a budget of 4
-        await sagas.start("o_pay_four_times", {"n": 1}, saga_id=saga_id)
+        # Six calls fail to connect, against a budget of 4.
+        saga_id = await start(sagas, "o_pay_four_times", unreachable={"o_pay": 6})
         waiting = await sagas.wait_for(
             saga_id, until=lambda s: s.step("pay").waiting is not None, timeout=20,
             interval=0.05,
@@ -206,9 +212,7 @@ class TestUnreachable:
         assert CALLS[saga_id] == ["o_pay"] * 7
 
     async def test_patience_bounds_the_wait(self, sagas: SagaClient) -> None:
-        saga_id = f"o_impatient-{uuid.uuid4().hex[:10]}"
-        UNREACHABLE[saga_id, "o_pay"] = ALWAYS
-        await sagas.start("o_impatient", {"n": 1}, saga_id=saga_id)
+        saga_id = await start(sagas, "o_impatient", unreachable={"o_pay": ALWAYS})
         state = await finished(sagas, saga_id)
         assert state.status is SagaStatus.COMPENSATED
         assert "outage patience" in (state.step("pay").error or "")
