@@ -205,6 +205,7 @@ async def main(
     throughput: dict[str, list[float]] = {m: [] for m in modes}
     cpu: dict[str, float] = dict.fromkeys(modes, 0.0)
     server_cpu: dict[str, float] = dict.fromkeys(modes, 0.0)
+    driver_cpu: dict[str, float] = dict.fromkeys(modes, 0.0)
     try:
         for name, proc in workers.items():
             await wait_ready(folder / f"{name}.log", proc)
@@ -217,8 +218,10 @@ async def main(
                 pid = workers[WORKER[mode]].pid
                 with only_active(workers, WORKER[mode] if alternate else None):
                     before, server_before = cpu_seconds(pid), cpu_seconds(server_pid)
+                    driver_before = time.process_time()
                     throughput[mode].append(await one_round(count, concurrency, starter(mode)))
                     cpu[mode] += cpu_seconds(pid) - before
+                    driver_cpu[mode] += time.process_time() - driver_before
                     # One mode's sagas at a time (rounds are sequential): the server's CPU
                     # over the round is theirs.
                     server_cpu[mode] += cpu_seconds(server_pid) - server_before
@@ -231,6 +234,10 @@ async def main(
                    alternate=alternate, failures=failures)  # fmt: skip
     found["server_cpu_ms_per_saga"] = {
         m: round(1000 * server_cpu[m] / (count * rounds), 2) for m in modes
+    }
+    # This process: starting the sagas and reading their results (the client's share).
+    found["driver_cpu_ms_per_saga"] = {
+        m: round(1000 * driver_cpu[m] / (count * rounds), 2) for m in modes
     }
     return found
 

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ from engine._errors import (
     TemporalUnavailable,
 )
 from engine._ids import SAGA_ID_RULE, is_saga_id
+from engine._patches import STATUS_MEMO, start_memo
 from engine._state import (
     FINAL_STATUSES,
     CancelRequest,
@@ -184,8 +185,9 @@ class SagaClient:
                 model,
                 id=saga_id,
                 task_queue=self.task_queue,
-                # In the start event, so that every replay of the saga reads the same limit.
-                memo={**(memo or {}), **({LIMIT_MEMO: limit} if limit else {})} or None,
+                # In the start event, so that every replay of the saga reads the same limit
+                # and generation (engine._patches): a saga listed as running from its start.
+                memo={**(memo or {}), **start_memo(), **({LIMIT_MEMO: limit} if limit else {})},
                 # Saga ids are also the root of every idempotency key: never reuse one.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 rpc_timeout=self.rpc_timeout,
@@ -369,7 +371,7 @@ class SagaClient:
                     type=wf.workflow_type,
                     # A saga that failed at the Temporal level (bad input, terminated) has no
                     # saga status of its own: show Temporal's.
-                    status=str(memo.get("saga_status", temporal_status)),
+                    status=_listed_status(memo, temporal_status),
                     temporal_status=temporal_status,
                     started_at=wf.start_time,
                     closed_at=wf.close_time,
@@ -410,6 +412,19 @@ class SagaClient:
 
 
 # Where a saga stops on its own: finished, or waiting for a person.
+def _listed_status(memo: Mapping[str, Any], temporal_status: str) -> str:
+    """The status a listing shows: the saga's own (its memo), or Temporal's when it has none or
+    the workflow closed without the saga ending in one (bad input, terminated, timed out): its
+    memo then still says what it was doing, ``running`` from its start. A saga started with the
+    generation stamp does not list ``completed`` (engine._record): its workflow completed."""
+    status = memo.get(STATUS_MEMO)
+    if not isinstance(status, str):
+        return temporal_status
+    if temporal_status != "running" and status not in FINAL_STATUSES:
+        return temporal_status
+    return status
+
+
 _SETTLED = FINAL_STATUSES | {SagaStatus.COMPENSATION_FAILED, SagaStatus.AWAITING_APPROVAL}
 #: History events after which a saga's state may have changed: a completed workflow task, or
 #: the end of the workflow.

@@ -40,6 +40,7 @@ from engine._kit_scenarios import (
     restart_scenarios,
     undo_scenarios,
 )
+from engine._patches import start_memo
 from engine._state import SagaState, SagaStatus, StepStatus
 from engine._step import StepKind, activity_name
 from engine._step_info import COMPENSATION, FORWARD
@@ -480,6 +481,7 @@ class _Explorer:
             id=saga_id,
             task_queue=client.task_queue,
             task_timeout=RESTART_TASK_TIMEOUT,
+            memo=start_memo(),
         )
 
     async def _restart(self, saga_id: str, steps: tuple[str, ...], workers: dict[str, Any]) -> None:

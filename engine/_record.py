@@ -22,6 +22,7 @@ from typing import Any
 from temporalio import workflow
 
 from engine import _metrics, _projection
+from engine._patches import STATUS_MEMO, started_new
 from engine._state import (
     FINAL_STATUSES,
     CancelRequest,
@@ -61,6 +62,10 @@ class SagaRecord:
         # a snapshot is this plus the current run's history length, rising across runs.
         self.revision_base = 0
         self._listed_status: SagaStatus | None = None
+        # Started with the generation stamp (engine._patches): a saga that completes is not
+        # listed as completed in its memo; the workflow's own status says it (the listing reads
+        # a completed workflow whose memo shows no final status as completed).
+        self._list_completion = not started_new()
         self._publish_scheduled = False
 
     # ------------------------------------------------------------ changes
@@ -71,7 +76,8 @@ class SagaRecord:
         status = self.status
         if status is not self._listed_status:
             self._listed_status = status
-            workflow.upsert_memo({"saga_status": status.value})
+            if status is not SagaStatus.COMPLETED or self._list_completion:
+                workflow.upsert_memo({STATUS_MEMO: status.value})
             if status in COUNTED_STATUSES:
                 _metrics.saga_status(self.saga_type, status.value)
         self.publish_soon()

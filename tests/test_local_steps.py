@@ -139,6 +139,13 @@ async def sagas(dev_env: WorkflowEnvironment) -> AsyncIterator[SagaClient]:
         yield SagaClient(dev_env.client, task_queue=task_queue)
 
 
+async def start_unstamped(sagas: SagaClient, saga_type: str, saga_id: str | None = None) -> str:
+    """Start a saga as a client before the generation stamp did (engine._patches): no memo."""
+    saga_id = saga_id or f"{saga_type}-{uuid.uuid4().hex[:10]}"
+    await sagas.client.start_workflow(saga_type, Job(n=1), id=saga_id, task_queue=sagas.task_queue)
+    return saga_id
+
+
 async def run(sagas: SagaClient, saga_type: str, **script: int) -> tuple[str, Any]:
     saga_id = f"{saga_type}-{uuid.uuid4().hex[:10]}"
     for name, value in script.items():
@@ -166,9 +173,21 @@ async def test_a_local_saga_completes_without_activity_tasks(sagas: SagaClient) 
     assert [key for *_, key in SEEN[saga_id]] == [keys["a"], keys["b"], keys["c"]]
     events = await event_types(sagas, saga_id)
     assert events.count("10") == 0  # ACTIVITY_TASK_SCHEDULED: none, the results are markers
-    # MARKER_RECORDED: the local-steps patch (the later ones follow from it: engine._patches),
-    # then one per attempt.
+    # MARKER_RECORDED: the local-steps patch (consulted even with the generation stamp:
+    # engine._patches), then one per attempt.
     assert events.count("25") == 4
+
+
+async def test_an_unstamped_local_saga_records_the_local_steps_marker(sagas: SagaClient) -> None:
+    saga_id = await start_unstamped(sagas, "l_local")
+    state = await asyncio.wait_for(sagas.result(saga_id), timeout=60)
+    assert state.status is SagaStatus.COMPLETED
+    events = await event_types(sagas, saga_id)
+    # MARKER_RECORDED: the local-steps patch (the later ones follow from it), one per attempt.
+    assert events.count("25") == 4
+    history = await sagas.client.get_workflow_handle(saga_id).fetch_history()
+    replayed = await build_replayer(SAGAS).replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
 
 
 async def test_local_attempts_back_off_and_count(sagas: SagaClient) -> None:
@@ -349,10 +368,12 @@ async def test_a_cancel_that_lands_after_an_all_local_saga_ended_is_a_conflict(
     assert state.status is SagaStatus.COMPLETED
 
 
-async def test_a_local_refusal_under_queries_replays(sagas: SagaClient) -> None:
+@pytest.mark.parametrize("stamped", [True, False], ids=["stamped", "unstamped"])
+async def test_a_local_refusal_under_queries_replays(sagas: SagaClient, stamped: bool) -> None:
     """A query while a local step runs can make its refusal reach the saga one workflow task
     later than replay delivers it; the compensation's first patch was then answered
-    differently in replay (nondeterminism: 2 to 3 sagas in 10 before engine._patches)."""
+    differently in replay (nondeterminism: 2 to 3 sagas in 10 before engine._patches). A saga
+    started without the generation stamp still consults its patches."""
     failures = []
     for _ in range(12):
         saga_id = f"l_late-{uuid.uuid4().hex[:10]}"
@@ -366,7 +387,10 @@ async def test_a_local_refusal_under_queries_replays(sagas: SagaClient) -> None:
                 await asyncio.sleep(0.001)
 
         querying = asyncio.create_task(query())
-        await sagas.start("l_late", {"n": 1}, saga_id=saga_id)
+        if stamped:
+            await sagas.start("l_late", {"n": 1}, saga_id=saga_id)
+        else:
+            await start_unstamped(sagas, "l_late", saga_id)
         state = await asyncio.wait_for(sagas.result(saga_id), timeout=60)
         done.set()
         await querying

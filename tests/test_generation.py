@@ -1,0 +1,186 @@
+"""The generation stamp of a saga's start memo (engine._patches), on a real dev server.
+
+A saga started by the engine's client is listed as running from its start and runs the
+behaviour changes of its generation without patch markers, a first memo update, or a last one
+when it completes. A saga
+started without the stamp (by an older client, or by hand through Temporal) records them as
+before. Both replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from engine import Compensation, Saga, SagaClient, SagaStatus, Step
+from engine._client import _listed_status
+from engine._patches import GENERATION, GENERATION_MEMO, PATIENT_COMPENSATIONS
+from engine.worker import build_replayer, build_worker
+
+pytestmark = pytest.mark.temporal
+
+
+class Order(BaseModel):
+    refuse: bool = False
+
+
+@activity.defn(name="g_reserve")
+async def reserve(order: Order) -> str:
+    return "reserved"
+
+
+@activity.defn(name="g_release")
+async def release(undo: Compensation[Order, str]) -> None:
+    return None
+
+
+@activity.defn(name="g_charge")
+async def charge(order: Order) -> str:
+    if order.refuse:
+        raise ApplicationError("card declined", type="Declined", non_retryable=True)
+    return "charged"
+
+
+order_saga = Saga(
+    "g_order",
+    input=Order,
+    steps=[Step(reserve, compensate=release, name="reserve"), Step(charge, name="charge")],
+)
+SAGAS = [order_saga]
+
+
+@pytest.fixture
+async def sagas(dev_env: WorkflowEnvironment) -> AsyncIterator[SagaClient]:
+    task_queue = f"generation-{uuid.uuid4()}"
+    async with build_worker(dev_env.client, task_queue=task_queue, sagas=SAGAS):
+        yield SagaClient(dev_env.client, task_queue=task_queue)
+
+
+async def start_unstamped(sagas: SagaClient, order: Order) -> str:
+    """Start the saga as a client before the stamp did: no memo."""
+    saga_id = f"g_order-{uuid.uuid4().hex[:10]}"
+    await sagas.client.start_workflow("g_order", order, id=saga_id, task_queue=sagas.task_queue)
+    return saga_id
+
+
+async def finish(sagas: SagaClient, saga_id: str) -> tuple[Any, list[Any]]:
+    """The saga's final state and its history's events, once the history has replayed."""
+    state = await asyncio.wait_for(sagas.result(saga_id), timeout=60)
+    history = await sagas.client.get_workflow_handle(saga_id).fetch_history()
+    replayed = await build_replayer(SAGAS).replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
+    return state, list(history.events)
+
+
+def patch_markers(events: list[Any]) -> list[str]:
+    """Each patch marker's details, as text (they name the patch)."""
+    return [
+        str(dict(e.marker_recorded_event_attributes.details))
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+
+
+def memo_updates(events: list[Any]) -> list[str]:
+    return [
+        e.workflow_properties_modified_event_attributes.upserted_memo.fields["saga_status"]
+        .data.decode()
+        .strip('"')
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED
+    ]
+
+
+async def listed(sagas: SagaClient, saga_id: str, expected: str) -> str:
+    """The saga's status in the listing, once Temporal's visibility shows ``expected`` (it is
+    updated asynchronously), or what it shows after five seconds."""
+    status = "absent"
+    for _ in range(100):
+        found = [s for s in await sagas.list(limit=0) if s.id == saga_id]
+        status = found[0].status if found else "absent"
+        if status == expected:
+            break
+        await asyncio.sleep(0.05)
+    return status
+
+
+async def test_a_stamped_saga_compensates_without_markers_or_a_first_memo_update(
+    sagas: SagaClient,
+) -> None:
+    saga_id = await sagas.start("g_order", {"refuse": True})
+    state, events = await finish(sagas, saga_id)
+    assert state.status is SagaStatus.COMPENSATED
+    assert patch_markers(events) == []
+    assert not any(
+        e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES for e in events
+    )
+    # The start memo listed it as running: the status changes only are recorded.
+    assert memo_updates(events) == ["compensating", "compensated"]
+    started = events[0].workflow_execution_started_event_attributes.memo.fields
+    assert started[GENERATION_MEMO].data == str(GENERATION).encode()
+
+
+async def test_an_unstamped_saga_records_its_markers_and_first_memo_as_before(
+    sagas: SagaClient,
+) -> None:
+    saga_id = await start_unstamped(sagas, Order(refuse=True))
+    state, events = await finish(sagas, saga_id)
+    assert state.status is SagaStatus.COMPENSATED
+    assert [PATIENT_COMPENSATIONS in m for m in patch_markers(events)] == [True]
+    assert memo_updates(events) == ["running", "compensating", "compensated"]
+
+
+async def test_both_complete_alike_and_are_listed_as_completed(sagas: SagaClient) -> None:
+    stamped_id = await sagas.start("g_order", {})
+    stamped, stamped_events = await finish(sagas, stamped_id)
+    unstamped_id = await start_unstamped(sagas, Order())
+    unstamped, unstamped_events = await finish(sagas, unstamped_id)
+    assert stamped.status is unstamped.status is SagaStatus.COMPLETED
+    assert [s.status for s in stamped.steps] == [s.status for s in unstamped.steps]
+    # A stamped saga that completes leaves its memo as it started: the workflow's status says
+    # it completed.
+    assert memo_updates(stamped_events) == []
+    assert memo_updates(unstamped_events) == ["running", "completed"]
+    assert await listed(sagas, stamped_id, "completed") == "completed"
+    assert await listed(sagas, unstamped_id, "completed") == "completed"
+
+
+async def test_a_stamped_saga_is_listed_as_running_before_a_worker_takes_it(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    idle = SagaClient(dev_env.client, task_queue=f"generation-idle-{uuid.uuid4()}")
+    saga_id = await idle.start("g_order", {})
+    assert await listed(idle, saga_id, "running") == "running"
+    # Terminated before any worker ran it: the memo still says running; Temporal's status is
+    # what the listing shows.
+    await dev_env.client.get_workflow_handle(saga_id).terminate("test")
+    assert await listed(idle, saga_id, "terminated") == "terminated"
+
+
+@pytest.mark.parametrize(
+    ("memo", "temporal", "shown"),
+    [
+        ({"saga_status": "running"}, "running", "running"),
+        ({"saga_status": "compensating"}, "running", "compensating"),
+        ({"saga_status": "compensated"}, "completed", "compensated"),
+        ({"saga_status": "running"}, "completed", "completed"),
+        ({"saga_status": "awaiting_approval"}, "completed", "completed"),
+        ({"saga_status": "failed"}, "completed", "failed"),
+        ({"saga_status": "running"}, "terminated", "terminated"),
+        ({"saga_status": "compensation_failed"}, "terminated", "terminated"),
+        ({"saga_status": "running"}, "continued_as_new", "continued_as_new"),
+        ({}, "failed", "failed"),
+        ({"saga_status": 3}, "running", "running"),
+    ],
+)
+def test_the_listed_status(memo: dict[str, Any], temporal: str, shown: str) -> None:
+    assert _listed_status(memo, temporal) == shown
