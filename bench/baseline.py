@@ -206,6 +206,7 @@ async def main(
     cpu: dict[str, float] = dict.fromkeys(modes, 0.0)
     server_cpu: dict[str, float] = dict.fromkeys(modes, 0.0)
     driver_cpu: dict[str, float] = dict.fromkeys(modes, 0.0)
+    server_rounds: dict[str, list[float]] = {m: [] for m in modes}
     try:
         for name, proc in workers.items():
             await wait_ready(folder / f"{name}.log", proc)
@@ -224,7 +225,9 @@ async def main(
                     driver_cpu[mode] += time.process_time() - driver_before
                     # One mode's sagas at a time (rounds are sequential): the server's CPU
                     # over the round is theirs.
-                    server_cpu[mode] += cpu_seconds(server_pid) - server_before
+                    spent = cpu_seconds(server_pid) - server_before
+                    server_cpu[mode] += spent
+                    server_rounds[mode].append(round(1000 * spent / count, 1))
     finally:
         for proc in workers.values():  # a paused worker cannot stop
             with contextlib.suppress(ProcessLookupError):
@@ -235,6 +238,7 @@ async def main(
     found["server_cpu_ms_per_saga"] = {
         m: round(1000 * server_cpu[m] / (count * rounds), 2) for m in modes
     }
+    found["server_cpu_ms_per_saga_per_round"] = server_rounds
     # This process: starting the sagas and reading their results (the client's share).
     found["driver_cpu_ms_per_saga"] = {
         m: round(1000 * driver_cpu[m] / (count * rounds), 2) for m in modes
