@@ -3,6 +3,7 @@ histories recorded by earlier versions of the engine replay with the current cod
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -26,14 +27,14 @@ async def test_histories_of_every_path_replay(sagas: SagaClient) -> None:
         await sagas.start(saga_type, {"order_id": saga_id, "amount": amount}, saga_id=saga_id)
         return saga_id
 
-    finished = [
-        await start("three_steps"),
-        await start("three_steps", refuse={"c"}, transient={"b": 1}),
-        await start("parallel_group", refuse={"p2"}),
-        await start("pivoted", transient={"c": 2}),
-        await start("branching", refuse={"b"}),
-        await start("conditional"),
-    ]
+    paths = {
+        "completed": await start("three_steps"),
+        "refused-retried": await start("three_steps", refuse={"c"}, transient={"b": 1}),
+        "parallel-refused": await start("parallel_group", refuse={"p2"}),
+        "pivot-forward": await start("pivoted", transient={"c": 2}),
+        "imperative-branch": await start("branching", refuse={"b"}),
+        "conditional": await start("conditional"),
+    }
     cancelled = await start("three_steps", slow={"b": 30})
     await wait_for(sagas, cancelled, running("b"))
     await sagas.cancel(cancelled)
@@ -43,15 +44,21 @@ async def test_histories_of_every_path_replay(sagas: SagaClient) -> None:
     repaired = await start("three_steps", refuse={"c"}, compensation_failures={"a": ALWAYS})
     await wait_for(sagas, repaired, status_is(SagaStatus.COMPENSATION_FAILED))
     await sagas.resolve(repaired, "a", reason="done by hand")
-    finished += [cancelled, rejected, repaired]
-    for saga_id in finished:
+    paths |= {"cancelled-mid-call": cancelled, "rejected": rejected, "resolved": repaired}
+    for saga_id in paths.values():
         await sagas.result(saga_id)
 
     replayer = build_replayer(ALL)
-    for saga_id in finished:
+    # SAGAS_RECORD_HISTORIES=tests/histories/<commit>: keep them for later engines to replay.
+    keep = os.environ.get("SAGAS_RECORD_HISTORIES")
+    for name, saga_id in paths.items():
         history = await sagas.client.get_workflow_handle(saga_id).fetch_history()
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, f"{saga_id}: {result.replay_failure}"
+        if keep:
+            folder = Path(keep)
+            folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a test's small files
+            (folder / f"{name}.json").write_text(history.to_json())
 
 
 RECORDED = sorted((Path(__file__).parent / "histories").glob("*/*.json"))
