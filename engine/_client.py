@@ -39,8 +39,9 @@ from engine._errors import (
     TemporalTimeout,
     TemporalUnavailable,
 )
+from engine._generation_gate import GenerationGate
 from engine._ids import SAGA_ID_RULE, is_saga_id
-from engine._patches import STATUS_MEMO, start_memo
+from engine._patches import STATUS_MEMO
 from engine._state import (
     FINAL_STATUSES,
     CancelRequest,
@@ -144,6 +145,7 @@ class SagaClient:
         self.rpc_timeout = rpc_timeout
         self.update_timeout = update_timeout
         self.history_events_limit = history_events_limit
+        self._generation = GenerationGate(client, task_queue)
 
     @classmethod
     async def connect(
@@ -179,6 +181,7 @@ class SagaClient:
             )
         saga_id = saga_id or f"{saga_type}-{uuid.uuid4()}"
         limit = self.history_events_limit or get_settings().history_events_limit
+        stamp = await self._generation.start_memo()
         try:
             await self.client.start_workflow(
                 saga_type,
@@ -186,8 +189,8 @@ class SagaClient:
                 id=saga_id,
                 task_queue=self.task_queue,
                 # In the start event, so that every replay of the saga reads the same limit
-                # and generation (engine._patches): a saga listed as running from its start.
-                memo={**(memo or {}), **start_memo(), **({LIMIT_MEMO: limit} if limit else {})},
+                # and generation (engine._generation_gate).
+                memo={**(memo or {}), **stamp, **({LIMIT_MEMO: limit} if limit else {})} or None,
                 # Saga ids are also the root of every idempotency key: never reuse one.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 rpc_timeout=self.rpc_timeout,

@@ -3,7 +3,8 @@
 Every change goes through the record's methods, which publish it:
 
 * the saga status to the workflow memo, so listings (``sagas list``, the Temporal UI) show it
-  without a query;
+  without a query (a saga stamped with the engine's generation, engine._patches, is listed as
+  running by its start memo and not listed as completed: its workflow's status says so);
 * the outcome metrics (``sagas_ended``), once per status that counts;
 * a snapshot to the saga store's projection, scheduled with ``call_soon`` so that a burst
   of changes is one snapshot (an activation may still publish twice, at the same history

@@ -18,6 +18,7 @@ from engine import _registry
 from engine._definition import SagaDefinition
 from engine._errors import SagaDefinitionError
 from engine._participants import OutagePolicy, ParticipantGuard, activity_participants
+from engine._patches import worker_identity
 from engine._projection import Projector
 from engine._step import activity_name
 from engine._store import SagaStore
@@ -93,9 +94,12 @@ def build_worker(
     ]
     if store is not None:
         plugins.append(projection_plugin(Projector(store, client, task_queue)))
+    # The generation it runs, for the clients' GenerationGate.
+    identity = worker_identity(worker_options.pop("identity", None) or client.identity)
     return Worker(
         client,
         task_queue=task_queue,
+        identity=identity,
         workflows=[SagaWorkflow],
         activities=activities,
         activity_executor=executor,

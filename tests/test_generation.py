@@ -1,8 +1,8 @@
 """The generation stamp of a saga's start memo (engine._patches), on a real dev server.
 
-A saga started by the engine's client is listed as running from its start and runs the
-behaviour changes of its generation without patch markers, a first memo update, or a last one
-when it completes. A saga
+A saga started by the engine's client, once every worker polling its task queue runs this
+generation, is listed as running from its start and runs the behaviour changes of its
+generation without patch markers, a first memo update, or a last one when it completes. A saga
 started without the stamp (by an older client, or by hand through Temporal) records them as
 before. Both replay.
 """
@@ -18,13 +18,25 @@ import pytest
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from engine import Compensation, Saga, SagaClient, SagaStatus, Step
 from engine._client import _listed_status
-from engine._patches import GENERATION, GENERATION_MEMO, PATIENT_COMPENSATIONS
+from engine._patches import (
+    GENERATION,
+    GENERATION_MEMO,
+    PATIENT_COMPENSATIONS,
+    identity_generation,
+    start_memo,
+    worker_identity,
+)
+from engine._workflow import SagaWorkflow
 from engine.worker import build_replayer, build_worker
+from tests.support.generation import polled
 
 pytestmark = pytest.mark.temporal
 
@@ -62,6 +74,7 @@ SAGAS = [order_saga]
 async def sagas(dev_env: WorkflowEnvironment) -> AsyncIterator[SagaClient]:
     task_queue = f"generation-{uuid.uuid4()}"
     async with build_worker(dev_env.client, task_queue=task_queue, sagas=SAGAS):
+        await polled(dev_env.client, task_queue)  # a client stamps once it sees the worker
         yield SagaClient(dev_env.client, task_queue=task_queue)
 
 
@@ -154,16 +167,65 @@ async def test_both_complete_alike_and_are_listed_as_completed(sagas: SagaClient
     assert await listed(sagas, unstamped_id, "completed") == "completed"
 
 
-async def test_a_stamped_saga_is_listed_as_running_before_a_worker_takes_it(
+async def start_memo_of(client: SagaClient, saga_id: str) -> dict[str, Any]:
+    """The saga's memo now."""
+    described = await client.client.get_workflow_handle(saga_id).describe()
+    return dict(await described.memo())
+
+
+async def test_a_saga_started_where_no_worker_polls_is_not_stamped(
     dev_env: WorkflowEnvironment,
 ) -> None:
     idle = SagaClient(dev_env.client, task_queue=f"generation-idle-{uuid.uuid4()}")
     saga_id = await idle.start("g_order", {})
+    assert await start_memo_of(idle, saga_id) == {}
     assert await listed(idle, saga_id, "running") == "running"
-    # Terminated before any worker ran it: the memo still says running; Temporal's status is
-    # what the listing shows.
     await dev_env.client.get_workflow_handle(saga_id).terminate("test")
     assert await listed(idle, saga_id, "terminated") == "terminated"
+
+
+async def test_a_saga_is_not_stamped_while_an_older_worker_polls(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    """An older engine's worker (its identity names no generation) could take the saga: it
+    would record what a stamped saga leaves out, and a newer worker could not replay it."""
+    task_queue = f"generation-mixed-{uuid.uuid4()}"
+    newer = build_worker(dev_env.client, task_queue=task_queue, sagas=SAGAS)
+    # Its own connection: one client takes one worker per task queue.
+    other = await Client.connect(
+        dev_env.client.service_client.config.target_host, data_converter=pydantic_data_converter
+    )
+    older = Worker(
+        other,
+        task_queue=task_queue,
+        workflows=[SagaWorkflow],
+        activities=[reserve, release, charge],
+        identity="1234@older-host",
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    async with newer, older:
+        identities = await polled(dev_env.client, task_queue, count=2)
+        assert sorted(identity_generation(i) for i in identities) == [0, GENERATION]
+        client = SagaClient(dev_env.client, task_queue=task_queue)
+        saga_id = await client.start("g_order", {"refuse": True})
+        state, events = await finish(client, saga_id)
+    assert state.status is SagaStatus.COMPENSATED
+    assert await start_memo_of(client, saga_id) == {"saga_status": "compensated"}
+    assert [PATIENT_COMPENSATIONS in m for m in patch_markers(events)] == [True]
+
+
+async def test_a_saga_is_stamped_once_every_worker_runs_the_generation(
+    sagas: SagaClient,
+) -> None:
+    saga_id = await sagas.start("g_order", {})
+    await finish(sagas, saga_id)
+    assert await start_memo_of(sagas, saga_id) == start_memo()
+
+
+def test_a_workers_identity_names_its_generation() -> None:
+    assert identity_generation(worker_identity("77@host")) == GENERATION
+    assert identity_generation("77@host") == 0
+    assert identity_generation("77@host sagas-generation=12") == 12
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from engine import (
 )
 from engine._participants import as_benign
 from engine.worker import OutagePolicy, build_replayer, build_worker
+from tests.support.generation import polled
 
 pytestmark = pytest.mark.temporal
 
@@ -136,6 +137,7 @@ async def sagas(dev_env: WorkflowEnvironment) -> AsyncIterator[SagaClient]:
     task_queue = f"local-{uuid.uuid4()}"
     outage = OutagePolicy(failure_threshold=100)
     async with build_worker(dev_env.client, task_queue=task_queue, sagas=SAGAS, outage=outage):
+        await polled(dev_env.client, task_queue)  # its sagas are stamped (engine._patches)
         yield SagaClient(dev_env.client, task_queue=task_queue)
 
 

@@ -1,0 +1,77 @@
+"""When a client may stamp the sagas it starts with this engine's generation (engine._patches).
+
+A stamped saga leaves out markers and memo updates that an older worker would record: taken
+by an older worker and then replayed by a newer one, it would fail as nondeterministic. So a
+client stamps a saga only once every worker polling the saga's task queue for workflow tasks
+says, in its identity, that it runs this generation or a later one (engine._worker sets it).
+Temporal lists the pollers of the last few minutes: during a rolling upgrade, while an older
+worker still polls, and for a few minutes after, sagas start unstamped, as before.
+
+The answer is kept for a while (a minute when yes, a few seconds when no), so that starts do
+not each cost a round trip to Temporal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from engine._patches import GENERATION, identity_generation, start_memo
+
+_log = logging.getLogger("engine.generation")
+
+#: How long an answer holds: yes changes only when an older worker comes back (which the
+#: upgrade docs rule out); no changes as the rollout ends.
+_KEEP_YES = 60.0
+_KEEP_NO = 5.0
+#: A start waits at most this for the answer (no answer: unstamped).
+_RPC_TIMEOUT = timedelta(seconds=2)
+
+
+class GenerationGate:
+    """Whether sagas started on ``task_queue`` may carry the generation stamp."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self._client = client
+        self._task_queue = task_queue
+        self._answer = False
+        self._until = 0.0
+        self._asking = asyncio.Lock()  # one question at a time, whatever the starts in flight
+
+    async def start_memo(self) -> dict[str, Any]:
+        """The stamp for a saga's start memo, or nothing while a worker may be older."""
+        return start_memo() if await self.open() else {}
+
+    async def open(self) -> bool:
+        if time.monotonic() < self._until:
+            return self._answer
+        async with self._asking:
+            if time.monotonic() >= self._until:
+                self._answer = await self._every_worker_knows()
+                self._until = time.monotonic() + (_KEEP_YES if self._answer else _KEEP_NO)
+        return self._answer
+
+    async def _every_worker_knows(self) -> bool:
+        request = DescribeTaskQueueRequest(
+            namespace=self._client.namespace,
+            task_queue=TaskQueue(name=self._task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+        try:
+            described = await self._client.workflow_service.describe_task_queue(
+                request, timeout=_RPC_TIMEOUT
+            )
+        except RPCError as exc:  # not allowed, or Temporal is away: start unstamped
+            _log.debug("cannot list the workers of %s: %s", self._task_queue, exc)
+            return False
+        generations = [identity_generation(p.identity) for p in described.pollers]
+        return bool(generations) and min(generations) >= GENERATION
