@@ -414,7 +414,6 @@ class SagaClient:
             raise _map_rpc(exc, saga_id) from None
 
 
-# Where a saga stops on its own: finished, or waiting for a person.
 def _listed_status(memo: Mapping[str, Any], temporal_status: str) -> str:
     """The status a listing shows: the saga's own (its memo), or Temporal's when it has none or
     the workflow closed without the saga ending in one (bad input, terminated, timed out): its
@@ -428,6 +427,7 @@ def _listed_status(memo: Mapping[str, Any], temporal_status: str) -> str:
     return status
 
 
+# Where a saga stops on its own: finished, or waiting for a person.
 _SETTLED = FINAL_STATUSES | {SagaStatus.COMPENSATION_FAILED, SagaStatus.AWAITING_APPROVAL}
 #: History events after which a saga's state may have changed: a completed workflow task, or
 #: the end of the workflow.

@@ -8,10 +8,12 @@ A local activity's failure can reach the saga in a later workflow task live than
 replay (when a query arrives while the local activity runs); a patch first consulted right
 after it would then be answered differently in replay, and the saga fail as
 nondeterministic. A saga that has local steps is new: it carries ``LOCAL_STEPS``, recorded
-before its first local attempt, and every later patch is true for it. So once ``LOCAL_STEPS``
-is true in a run, the later patches are answered true without being consulted (``later``):
-no marker that replay could place differently, and one marker in the history, not six (each
-patch marker comes with a search-attribute update, a write to the server's visibility store).
+before its first local attempt, and every later patch of generation 1 (below) is true for
+it. So once ``LOCAL_STEPS`` is true in a run, those are answered true without being consulted
+(``later``): no marker that replay could place differently, and one marker in the history, not
+six (each patch marker comes with a search-attribute update, a write to the server's
+visibility store). A patch of a later generation is consulted, and meets the race again unless
+the saga's generation (below) answers it.
 
 A saga started by this engine's client (``SagaClient.start``, the API, the CLI) carries its
 generation in its start memo (``start_memo``), with its status, ``running``, already listed,
@@ -93,7 +95,7 @@ def started_new() -> bool:
     """The saga was started with this generation's stamp (or a later one's): see the module's
     doc. Read from the start memo, which replay sees as it was."""
     stamp = workflow.memo_value(GENERATION_MEMO, 0)
-    return isinstance(stamp, int) and stamp >= 1
+    return isinstance(stamp, int) and not isinstance(stamp, bool) and stamp >= 1
 
 
 def local_steps_on() -> bool:
