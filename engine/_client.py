@@ -145,7 +145,7 @@ class SagaClient:
         self.rpc_timeout = rpc_timeout
         self.update_timeout = update_timeout
         self.history_events_limit = history_events_limit
-        self._generation = GenerationGate(client, task_queue)
+        self._generation = GenerationGate(client, task_queue, rpc_timeout)
 
     @classmethod
     async def connect(

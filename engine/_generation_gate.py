@@ -5,7 +5,10 @@ by an older worker and then replayed by a newer one, it would fail as nondetermi
 client stamps a saga only once every worker polling the saga's task queue for workflow tasks
 says, in its identity, that it runs this generation or a later one (engine._worker sets it).
 Temporal lists the pollers of the last few minutes: during a rolling upgrade, while an older
-worker still polls, and for a few minutes after, sagas start unstamped, as before.
+worker still polls, and for a few minutes after, sagas start unstamped, as before. This gate is
+the only protection: an older worker that took a stamped saga would record a first memo update
+that no newer worker replays. (Temporal lists the pollers of a task queue's root partition; a
+worker polls every partition in turn, so one that polls at all shows there within seconds.)
 
 The answer is kept for a while (a minute when yes, a few seconds when no), so that starts do
 not each cost a round trip to Temporal.
@@ -23,7 +26,7 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from engine._patches import GENERATION, identity_generation, start_memo
 
@@ -33,16 +36,23 @@ _log = logging.getLogger("engine.generation")
 #: upgrade docs rule out); no changes as the rollout ends.
 _KEEP_YES = 60.0
 _KEEP_NO = 5.0
-#: A start waits at most this for the answer (no answer: unstamped).
+#: A start waits at most this for the answer (no answer: unstamped), within the client's own
+#: RPC timeout.
 _RPC_TIMEOUT = timedelta(seconds=2)
+#: Answers that asking again will not change: warn once.
+_REFUSED = frozenset({RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED})
 
 
 class GenerationGate:
     """Whether sagas started on ``task_queue`` may carry the generation stamp."""
 
-    def __init__(self, client: Client, task_queue: str) -> None:
+    def __init__(
+        self, client: Client, task_queue: str, rpc_timeout: timedelta | None = None
+    ) -> None:
         self._client = client
         self._task_queue = task_queue
+        self._rpc_timeout = rpc_timeout
+        self._warned = False
         self._answer = False
         self._until = 0.0
         self._asking = asyncio.Lock()  # one question at a time, whatever the starts in flight
@@ -66,12 +76,22 @@ class GenerationGate:
             task_queue=TaskQueue(name=self._task_queue),
             task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         )
+        timeout = min(_RPC_TIMEOUT, self._rpc_timeout or _RPC_TIMEOUT)
         try:
             described = await self._client.workflow_service.describe_task_queue(
-                request, timeout=_RPC_TIMEOUT
+                request, timeout=timeout
             )
         except RPCError as exc:  # not allowed, or Temporal is away: start unstamped
-            _log.debug("cannot list the workers of %s: %s", self._task_queue, exc)
+            if exc.status in _REFUSED and not self._warned:
+                self._warned = True  # once: it will not change by asking again
+                _log.warning(
+                    "cannot list the workers of task queue %s (%s): sagas start without the "
+                    "generation stamp, with more history events (docs/operations.md)",
+                    self._task_queue,
+                    exc.message,
+                )
+            else:
+                _log.debug("cannot list the workers of %s: %s", self._task_queue, exc)
             return False
         generations = [identity_generation(p.identity) for p in described.pollers]
         return bool(generations) and min(generations) >= GENERATION

@@ -474,7 +474,8 @@ class _Explorer:
     async def _start_restartable(self, client: SagaClient, saga_id: str) -> None:
         """Start the saga as SagaClient.start does, with a short workflow task timeout: a
         stopping worker's last open poll may still be handed the saga's next task, which is
-        then lost until the timeout (Temporal's default, 10 s) gives it to the new worker."""
+        then lost until the timeout (Temporal's default, 10 s) gives it to the new worker.
+        Stamped with the engine's generation: the kit's workers are this engine's."""
         await client.client.start_workflow(
             self.saga.name,
             self.saga.validate_input(self.input),

@@ -125,10 +125,6 @@ def later(patch: str) -> bool:
         # changes, not necessarily a later one's.
         known = patch in _GENERATION_1
         if known and started_new():
-            if workflow.unsafe.is_replaying():
-                # Should a worker that took the saga before this one have recorded the marker
-                # (see GenerationGate), replay meets it here; without one this is a no-op.
-                workflow.patched(patch)
             answers[patch] = True
         else:
             on = getattr(instance, _LOCAL_STEPS_ON, False)

@@ -10,6 +10,7 @@ before. Both replay.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -246,3 +247,18 @@ def test_a_workers_identity_names_its_generation() -> None:
 )
 def test_the_listed_status(memo: dict[str, Any], temporal: str, shown: str) -> None:
     assert _listed_status(memo, temporal) == shown
+
+
+async def test_a_server_that_cannot_list_workers_gets_unstamped_sagas_and_one_warning(
+    skipping_env: WorkflowEnvironment, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The time-skipping test server does not list a task queue's workers."""
+    client = SagaClient(skipping_env.client, task_queue=f"generation-skipping-{uuid.uuid4()}")
+    gate = client._generation
+    with caplog.at_level(logging.DEBUG, logger="engine.generation"):
+        assert await gate.start_memo() == {}
+        gate._until = 0.0  # ask again at once
+        assert await gate.start_memo() == {}
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    assert "without the generation stamp" in warnings[0].getMessage()
