@@ -8,7 +8,7 @@ Temporal lists the pollers of the last few minutes: during a rolling upgrade, wh
 worker still polls, and for a few minutes after, sagas start unstamped, as before. This gate is
 the only protection: an older worker that took a stamped saga would record a first memo update
 that no newer worker replays. (Temporal lists the pollers of a task queue's root partition; a
-worker polls every partition in turn, so one that polls at all shows there within seconds.)
+worker polls every partition in turn, so one that polls at all shows there soon after it starts.)
 
 The answer is kept for a while (a minute when yes, a few seconds when no), so that starts do
 not each cost a round trip to Temporal.
