@@ -346,7 +346,8 @@ class TestSteering:
         assert_problem(await api.post(f"/sagas/{saga_id}/cancel"), 409, "finished")
 
     async def test_cancel_after_the_pivot_is_409(self, api: Api) -> None:
-        _, started = await api.start("pivoted", transient={"c": 20})
+        # Step c (after the pivot) takes 3 s: the cancel arrives while the saga runs.
+        _, started = await api.start("pivoted", slow={"c": 3})
         saga_id = started["id"]
         await api.until(saga_id, lambda s: s["past_pivot"])
         assert_problem(await api.post(f"/sagas/{saga_id}/cancel"), 409, "pivot")
