@@ -71,16 +71,9 @@ class GenerationGate:
         return self._answer
 
     async def _every_worker_knows(self) -> bool:
-        request = DescribeTaskQueueRequest(
-            namespace=self._client.namespace,
-            task_queue=TaskQueue(name=self._task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
         timeout = min(_RPC_TIMEOUT, self._rpc_timeout or _RPC_TIMEOUT)
         try:
-            described = await self._client.workflow_service.describe_task_queue(
-                request, timeout=timeout
-            )
+            identities = await workflow_pollers(self._client, self._task_queue, timeout)
         except RPCError as exc:  # not allowed, or Temporal is away: start unstamped
             if exc.status in _REFUSED and not self._warned:
                 self._warned = True  # once: it will not change by asking again
@@ -93,5 +86,20 @@ class GenerationGate:
             else:
                 _log.debug("cannot list the workers of %s: %s", self._task_queue, exc)
             return False
-        generations = [identity_generation(p.identity) for p in described.pollers]
+        generations = [identity_generation(identity) for identity in identities]
         return bool(generations) and min(generations) >= GENERATION
+
+
+async def workflow_pollers(
+    client: Client, task_queue: str, rpc_timeout: timedelta | None = None
+) -> list[str]:
+    """The identities of the workers that polled ``task_queue`` for workflow tasks lately."""
+    described = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        ),
+        timeout=rpc_timeout,
+    )
+    return [poller.identity for poller in described.pollers]

@@ -22,8 +22,8 @@ or a later one (``engine._generation_gate``). Every worker that runs such a saga
 every change of that generation: it runs them as new, with no marker (``started_new``), and
 does not list the status again, nor list it completed. ``LOCAL_STEPS`` is the exception: it
 also guards a running saga against its definition turning steps local, a change of the user's
-code, so it is always consulted. A saga without the stamp (started
-by an older client, or by hand through Temporal) records its markers as before. Each marker
+code, so it is always consulted. A saga without the stamp (started by an older client, or by
+hand through Temporal) records its markers as before. Each marker
 and each memo update is a write to the visibility store; together they were most of the
 difference in the server's CPU per saga against the same saga hand-written
 (docs/benchmarks.md).
@@ -115,9 +115,9 @@ def local_steps_on() -> bool:
 def later(patch: str) -> bool:
     """``workflow.patched(patch)``, for a patch the engine consults after a step has run: true
     at once, for a patch of generation 1, in a saga started new or a run whose local steps are
-    on (see the module's doc). An answer given earlier
-    in the run stands: a saga upgraded in flight that was told no before its first local step
-    (its history has no marker) keeps the behaviour it started with."""
+    on (see the module's doc). An answer given earlier in the run stands: a saga upgraded in
+    flight that was told no before its first local step (its history has no marker) keeps the
+    behaviour it started with."""
     instance = workflow.instance()
     answers: dict[str, bool] = instance.__dict__.setdefault(_ANSWERS, {})
     if patch not in answers:

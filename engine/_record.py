@@ -62,11 +62,13 @@ class SagaRecord:
         # History events of the saga's earlier runs (engine._carry): the store's revision of
         # a snapshot is this plus the current run's history length, rising across runs.
         self.revision_base = 0
-        self._listed_status: SagaStatus | None = None
-        # Started with the generation stamp (engine._patches): a saga that completes is not
-        # listed as completed in its memo; the workflow's own status says it (the listing reads
-        # a completed workflow whose memo shows no final status as completed).
-        self._list_completion = not started_new()
+        # Started with the generation stamp (engine._patches), the saga is listed as running by
+        # its start memo; and when it completes, it is not listed as completed: the workflow's
+        # own status says it (the listing reads a completed workflow whose memo shows no final
+        # status as completed). A continued run's status is set by engine._carry.restore.
+        stamped = started_new()
+        self._listed_status: SagaStatus | None = SagaStatus.RUNNING if stamped else None
+        self._list_completion = not stamped
         self._publish_scheduled = False
 
     # ------------------------------------------------------------ changes

@@ -39,7 +39,6 @@ with workflow.unsafe.imports_passed_through():
     from engine._definition import SagaDefinition
     from engine._errors import CONFLICT, INVALID_INPUT, StepFailed
     from engine._forward import ForwardRunner
-    from engine._patches import started_new
     from engine._record import SagaRecord
     from engine._state import (
         CancelRequest,
@@ -88,8 +87,6 @@ class SagaWorkflow:
             undo_replaced=compensation.undo_replaced_action,
         )
         if carry is None:
-            if started_new():
-                record.listed(SagaStatus.RUNNING)  # by the start memo (engine._patches)
             for state in definition.initial_step_states(record.saga_id):
                 record.steps[state.name] = state
             _metrics.saga_started(record.saga_type)

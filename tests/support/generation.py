@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-
-async def pollers(client: Client, task_queue: str) -> list[str]:
-    """The identities of the workers polling ``task_queue`` for workflow tasks."""
-    described = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
-    )
-    return [p.identity for p in described.pollers]
+from engine._generation_gate import workflow_pollers
 
 
 async def polled(client: Client, task_queue: str, count: int = 1) -> list[str]:
     """Once ``count`` workers poll ``task_queue`` (at most ten seconds), their identities."""
     for _ in range(200):
-        found = await pollers(client, task_queue)
+        found = await workflow_pollers(client, task_queue)
         if len(found) >= count:
             return found
         await asyncio.sleep(0.05)
