@@ -42,7 +42,7 @@ from engine._continue import LoopState, attempt_loop
 from engine._logging import redact_text
 from engine._outage import OutageExhausted, OutageWait
 from engine._participants import participant_refusal
-from engine._patches import local_steps_on
+from engine._patches import runs_local
 from engine._state import CompensationState, StepState
 from engine._step import Step
 from engine._step_info import activity_id_for
@@ -171,11 +171,13 @@ async def _execute(
     """
     activity_id = activity_id_for(step.step_name, phase, attempt)
     cancellation = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-    # The patch lets a definition turn steps local while sagas that had no local step are in
-    # flight: replaying their histories, a step is regular where it was. It is one marker per
-    # saga, not per step: turning one more step local in a saga that already has local steps
-    # takes a new definition version (``Saga(..., version=2)``).
-    if step.local and local_steps_on():
+    # A saga started with its list of local steps (engine._patches, generation 2) runs those
+    # local, whatever the definition says now. Otherwise the patch lets a definition turn
+    # steps local while sagas that had no local step are in flight: replaying their
+    # histories, a step is regular where it was. It is one marker per saga, not per step:
+    # turning one more step local in a saga that already has local steps takes a new
+    # definition version (``Saga(..., version=2)``).
+    if runs_local(step.step_name, step.local):
         try:
             return await _run_local(fn, arg, activity_id, start_to_close)
         except ActivityError as exc:

@@ -181,7 +181,7 @@ class SagaClient:
             )
         saga_id = saga_id or f"{saga_type}-{uuid.uuid4()}"
         limit = self.history_events_limit or get_settings().history_events_limit
-        stamp = await self._generation.start_memo()
+        stamp = await self._generation.start_memo(definition.local_steps_named)
         try:
             await self.client.start_workflow(
                 saga_type,
@@ -418,10 +418,14 @@ def _listed_status(memo: Mapping[str, Any], temporal_status: str) -> str:
     """The status a listing shows: the saga's own (its memo), or Temporal's when it has none or
     the workflow closed without the saga ending in one (bad input, terminated, timed out): its
     memo then still says what it was doing, ``running`` from its start. A saga started with the
-    generation stamp does not list ``completed`` (engine._record): its workflow completed."""
+    generation stamp does not list ``completed``, nor (from generation 2) ``compensated``
+    (engine._record): its workflow completed, running or compensating (a compensating saga
+    ends compensated, or stays open, compensation_failed)."""
     status = memo.get(STATUS_MEMO)
     if not isinstance(status, str):
         return temporal_status
+    if temporal_status == "completed" and status == SagaStatus.COMPENSATING:
+        return SagaStatus.COMPENSATED.value
     if temporal_status != "running" and status not in FINAL_STATUSES:
         return temporal_status
     return status

@@ -114,6 +114,13 @@ class SagaDefinition(Generic[InputT]):
         """Every declared step, flattened in definition order."""
         return [step for group in self.groups for step in group]
 
+    @property
+    def local_steps_named(self) -> list[str] | None:
+        """The names of the steps that run as local activities; None when the steps are known
+        only as the saga runs (an imperative saga's). A saga's start memo carries them
+        (engine._patches)."""
+        return [step.step_name for step in self.steps if step.local]
+
     def initial_step_states(self, saga_id: str) -> list[StepState]:
         """The declared steps' states before any has run: all pending."""
         return [step.pending_state(saga_id) for step in self.steps]

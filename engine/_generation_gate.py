@@ -1,17 +1,18 @@
-"""When a client may stamp the sagas it starts with this engine's generation (engine._patches).
+"""Which generation a client may stamp the sagas it starts with (engine._patches).
 
 A stamped saga leaves out markers and memo updates that an older worker would record: taken
 by an older worker and then replayed by a newer one, it would fail as nondeterministic. So a
-client stamps a saga only once every worker polling the saga's task queue for workflow tasks
-says, in its identity, that it runs this generation or a later one (engine._worker sets it).
-Temporal lists the pollers of the last few minutes: during a rolling upgrade, while an older
-worker still polls, and for a few minutes after, sagas start unstamped, as before. This gate is
+client stamps a saga with the oldest generation among the workers polling the saga's task
+queue for workflow tasks, as each says in its identity (engine._worker sets it), and at most
+its own. Temporal lists the pollers of the last few minutes: during a rolling upgrade, while a
+worker of an older generation still polls, and for a few minutes after, sagas start with that
+generation's stamp, or none (a worker that names no generation), as before. This gate is
 the only protection: an older worker that took a stamped saga would record a first memo update
 that no newer worker replays. (Temporal lists the pollers of a task queue's root partition; a
 worker polls every partition in turn, so one that polls at all shows there soon after it starts.)
 
-The answer is kept for a while (a minute when yes, a few seconds when no), so that starts do
-not each cost a round trip to Temporal.
+The answer is kept for a while (a minute when it is this engine's generation, a few seconds
+when older), so that starts do not each cost a round trip to Temporal.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -32,8 +34,8 @@ from engine._patches import GENERATION, identity_generation, start_memo
 
 _log = logging.getLogger("engine.generation")
 
-#: How long an answer holds: yes changes only when an older worker comes back (which the
-#: upgrade docs rule out); no changes as the rollout ends.
+#: How long an answer holds: this generation changes only when an older worker comes back
+#: (which the upgrade docs rule out); an older one changes as the rollout ends.
 _KEEP_YES = 60.0
 _KEEP_NO = 5.0
 #: A start waits at most this for the answer (no answer: unstamped), within the client's own
@@ -44,7 +46,7 @@ _REFUSED = frozenset({RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENT
 
 
 class GenerationGate:
-    """Whether sagas started on ``task_queue`` may carry the generation stamp."""
+    """The generation stamp sagas started on ``task_queue`` may carry (0: none)."""
 
     def __init__(
         self, client: Client, task_queue: str, rpc_timeout: timedelta | None = None
@@ -53,24 +55,29 @@ class GenerationGate:
         self._task_queue = task_queue
         self._rpc_timeout = rpc_timeout
         self._warned = False
-        self._answer = False
+        self._answer = 0
         self._until = 0.0
         self._asking = asyncio.Lock()  # one question at a time, whatever the starts in flight
 
-    async def start_memo(self) -> dict[str, Any]:
-        """The stamp for a saga's start memo, or nothing while a worker may be older."""
-        return start_memo() if await self.open() else {}
+    async def start_memo(self, local_steps: Collection[str] | None = None) -> dict[str, Any]:
+        """The stamp for the start memo of a saga whose local steps are ``local_steps`` (None:
+        not known before it runs), or nothing while a worker may be older than generation 1."""
+        generation = await self.generation()
+        return start_memo(generation, local_steps) if generation else {}
 
-    async def open(self) -> bool:
+    async def generation(self) -> int:
+        """The generation every worker polling the task queue runs (0: not every one runs one)."""
         if time.monotonic() < self._until:
             return self._answer
         async with self._asking:
             if time.monotonic() >= self._until:
-                self._answer = await self._every_worker_knows()
-                self._until = time.monotonic() + (_KEEP_YES if self._answer else _KEEP_NO)
+                self._answer = await self._oldest_generation()
+                # Stamped with this engine's own: only an older worker coming back changes it.
+                done = self._answer >= GENERATION
+                self._until = time.monotonic() + (_KEEP_YES if done else _KEEP_NO)
         return self._answer
 
-    async def _every_worker_knows(self) -> bool:
+    async def _oldest_generation(self) -> int:
         timeout = min(_RPC_TIMEOUT, self._rpc_timeout or _RPC_TIMEOUT)
         try:
             identities = await workflow_pollers(self._client, self._task_queue, timeout)
@@ -85,9 +92,9 @@ class GenerationGate:
                 )
             else:
                 _log.debug("cannot list the workers of %s: %s", self._task_queue, exc)
-            return False
+            return 0
         generations = [identity_generation(identity) for identity in identities]
-        return bool(generations) and min(generations) >= GENERATION
+        return min([*generations, GENERATION]) if generations else 0
 
 
 async def workflow_pollers(

@@ -482,7 +482,7 @@ class _Explorer:
             id=saga_id,
             task_queue=client.task_queue,
             task_timeout=RESTART_TASK_TIMEOUT,
-            memo=start_memo(),
+            memo=start_memo(local_steps=self.saga.local_steps_named),
         )
 
     async def _restart(self, saga_id: str, steps: tuple[str, ...], workers: dict[str, Any]) -> None:

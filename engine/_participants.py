@@ -302,6 +302,8 @@ class _Inbound(ActivityInboundInterceptor):
             benign = as_benign(exc)
             if benign is exc:
                 raise
+            # Without the participant's traceback (see as_benign): the failure sent to
+            # Temporal carries only the frames from here up.
             raise benign from exc.__cause__
 
 
@@ -311,8 +313,11 @@ def as_benign(exc: ApplicationError) -> ApplicationError:
     A participant saying no is an answer, not an incident: the SDK then logs the failed
     activity at debug, without the warning and traceback, and leaves it out of its failure
     metrics. The saga still records the refusal (the attempt's error, the step's span and
-    state), since type, message, details and non_retryable are kept. Anything else, or an
-    error whose raiser chose a category, is returned unchanged.
+    state), since type, message, details and non_retryable are kept. Its traceback is not:
+    where in the participant's client the answer was raised says nothing an operator needs,
+    and formatting it (a file read per frame) was the largest cost of a refused attempt in
+    the worker (docs/benchmarks.md). Anything else, or an error whose raiser chose a category,
+    is returned unchanged, traceback and all.
     """
     if not exc.non_retryable or exc.category != ApplicationErrorCategory.UNSPECIFIED:
         return exc
@@ -324,7 +329,6 @@ def as_benign(exc: ApplicationError) -> ApplicationError:
         next_retry_delay=exc.next_retry_delay,
         category=ApplicationErrorCategory.BENIGN,
     )
-    marked.__traceback__ = exc.__traceback__
     return marked
 
 

@@ -17,13 +17,17 @@ the saga's generation (below) answers it.
 
 A saga started by this engine's client (``SagaClient.start``, the API, the CLI) carries its
 generation in its start memo (``start_memo``), with its status, ``running``, already listed,
-once every worker polling its task queue says in its identity that it runs this generation
-or a later one (``engine._generation_gate``). Every worker that runs such a saga then knows
+when every worker polling its task queue says in its identity that it runs a generation: the
+oldest of theirs (``engine._generation_gate``). Every worker that runs such a saga then knows
 every change of that generation: it runs them as new, with no marker (``started_new``), and
-does not list the status again, nor list it completed. ``LOCAL_STEPS`` is the exception: it
-also guards a running saga against its definition turning steps local, a change of the user's
-code, so it is always consulted. A saga without the stamp (started by an older client, or by
-hand through Temporal) records its markers as before. Each marker
+does not list the status again, nor list it completed. ``LOCAL_STEPS`` is the exception in
+generation 1: it also guards a running saga against its definition turning steps local, a
+change of the user's code, so it is always consulted. From generation 2 the start memo also
+names the steps that run local (``LOCAL_MEMO``, from the starting client's definition), and
+the saga runs exactly those local whatever its definition says later: no marker, and no
+search-attribute update (``runs_local``); nor is a compensated saga listed compensated, its
+workflow completing while listed compensating says so. A saga without the stamp (started by
+an older client, or by hand through Temporal) records its markers as before. Each marker
 and each memo update is a write to the visibility store; together they were most of the
 difference in the server's CPU per saga against the same saga hand-written
 (docs/benchmarks.md).
@@ -32,6 +36,7 @@ difference in the server's CPU per saga against the same saga hand-written
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 from temporalio import workflow
@@ -51,9 +56,14 @@ CONTINUE_AS_NEW = "saga-continue-as-new"
 
 #: The start memo's key for the engine generation that started the saga.
 GENERATION_MEMO = "sagas_generation"
-#: This engine's generation. Its behaviour changes are the patches above; a patch added later
-#: belongs to the next generation: leave it out of ``_GENERATION_1`` and raise this.
-GENERATION = 1
+#: This engine's generation. Its behaviour changes are the patches above, for generation 1;
+#: generation 2 adds the start memo's list of local steps (``LOCAL_MEMO``) and leaves a
+#: compensated saga's last memo update out (engine._record). A patch added later belongs to
+#: the next generation: leave it out of ``_GENERATION_1`` and raise this.
+GENERATION = 2
+#: The start memo's key, from generation 2, for the names of the steps that run as local
+#: activities: the definition's, as the client that started the saga had it.
+LOCAL_MEMO = "sagas_local_steps"
 #: The patches a saga of generation 1 or later runs as new without consulting them.
 _GENERATION_1 = frozenset(
     {
@@ -72,6 +82,8 @@ STATUS_MEMO = "saga_status"
 _LOCAL_STEPS_ON = "_sagas_local_steps_on"
 # The instance's answers of ``later`` so far in the run (patch -> answer).
 _ANSWERS = "_sagas_patch_answers"
+# The instance's reading of the start memo's local steps (None: no list).
+_LISTED_LOCAL = "_sagas_listed_local_steps"
 
 
 def worker_identity(identity: str) -> str:
@@ -85,17 +97,47 @@ def identity_generation(identity: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def start_memo() -> dict[str, Any]:
-    """What a saga's start memo says of it: this generation, and its status (see the module's
-    doc)."""
-    return {GENERATION_MEMO: GENERATION, STATUS_MEMO: "running"}
+def start_memo(
+    generation: int = GENERATION, local_steps: Collection[str] | None = None
+) -> dict[str, Any]:
+    """What a saga's start memo says of it: its generation, its status, and from generation 2
+    the steps that run local (``local_steps``; None, for a saga whose steps are not declared
+    up front, an imperative one: its run consults ``LOCAL_STEPS`` as before). See the
+    module's doc."""
+    memo: dict[str, Any] = {GENERATION_MEMO: generation, STATUS_MEMO: "running"}
+    if generation >= 2 and local_steps is not None:
+        # In an object: Temporal drops a memo field that is an empty list.
+        memo[LOCAL_MEMO] = {"names": sorted(local_steps)}
+    return memo
+
+
+def stamp() -> int:
+    """The generation the saga was started with (0: none). Read from the start memo, which
+    replay sees as it was; a continued run carries it along."""
+    value = workflow.memo_value(GENERATION_MEMO, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def started_new() -> bool:
-    """The saga was started with this generation's stamp (or a later one's): see the module's
-    doc. Read from the start memo, which replay sees as it was."""
-    stamp = workflow.memo_value(GENERATION_MEMO, 0)
-    return isinstance(stamp, int) and not isinstance(stamp, bool) and stamp >= 1
+    """The saga was started with a generation's stamp (1 or later): see the module's doc."""
+    return stamp() >= 1
+
+
+def runs_local(step_name: str, local: bool | None) -> bool:
+    """Whether the step runs as a local activity in this saga. A saga stamped with its local
+    steps (generation 2) runs exactly those: no marker, and a definition that turns steps local
+    or regular while it runs changes nothing for it (``local``, the definition's own say, is
+    not read). Otherwise, a step the definition makes local runs so once ``LOCAL_STEPS`` is
+    true in the run."""
+    instance = workflow.instance()
+    if _LISTED_LOCAL not in instance.__dict__:
+        listed = workflow.memo_value(LOCAL_MEMO, None) if stamp() >= 2 else None
+        names = listed.get("names") if isinstance(listed, dict) else None
+        instance.__dict__[_LISTED_LOCAL] = frozenset(names) if isinstance(names, list) else None
+    listed_local: frozenset[str] | None = instance.__dict__[_LISTED_LOCAL]
+    if listed_local is not None:
+        return step_name in listed_local
+    return bool(local) and local_steps_on()
 
 
 def local_steps_on() -> bool:

@@ -4,7 +4,8 @@ Every change goes through the record's methods, which publish it:
 
 * the saga status to the workflow memo, so listings (``sagas list``, the Temporal UI) show it
   without a query (a saga stamped with the engine's generation, engine._patches, is listed as
-  running by its start memo and not listed as completed: its workflow's status says so);
+  running by its start memo and not listed as completed, nor from generation 2 as
+  compensated: its workflow's status, with the status listed before, says so);
 * the outcome metrics (``sagas_ended``), once per status that counts;
 * a snapshot to the saga store's projection, scheduled with ``call_soon`` so that a burst
   of changes is one snapshot (an activation may still publish twice, at the same history
@@ -23,7 +24,7 @@ from typing import Any
 from temporalio import workflow
 
 from engine import _metrics, _projection
-from engine._patches import STATUS_MEMO, started_new
+from engine._patches import STATUS_MEMO, stamp
 from engine._state import (
     FINAL_STATUSES,
     CancelRequest,
@@ -37,6 +38,9 @@ from engine._step import Step
 # Statuses counted by the sagas_ended metric: the final ones, and compensation_failed (the
 # saga stays open, but an operator must act).
 COUNTED_STATUSES = FINAL_STATUSES | {SagaStatus.COMPENSATION_FAILED}
+# The statuses a saga of generation 2 or later leaves its memo without: the workflow completes
+# as it reaches them, and the listing reads them from that (engine._client._listed_status).
+_SHOWN_BY_CLOSE_2 = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 
 
 class SagaRecord:
@@ -65,10 +69,17 @@ class SagaRecord:
         # Started with the generation stamp (engine._patches), the saga is listed as running by
         # its start memo; and when it completes, it is not listed as completed: the workflow's
         # own status says it (the listing reads a completed workflow whose memo shows no final
-        # status as completed). A continued run's status is set by engine._carry.restore.
-        stamped = started_new()
-        self._listed_status: SagaStatus | None = SagaStatus.RUNNING if stamped else None
-        self._list_completion = not stamped
+        # status as completed, and from generation 2, one whose memo shows compensating as
+        # compensated). A continued run's status is set by engine._carry.restore.
+        generation = stamp()
+        self._listed_status: SagaStatus | None = SagaStatus.RUNNING if generation else None
+        self._shown_by_close = (
+            frozenset()
+            if not generation
+            else _SHOWN_BY_CLOSE_2
+            if generation >= 2
+            else frozenset({SagaStatus.COMPLETED})
+        )
         self._publish_scheduled = False
 
     # ------------------------------------------------------------ changes
@@ -79,7 +90,7 @@ class SagaRecord:
         status = self.status
         if status is not self._listed_status:
             self._listed_status = status
-            if status is not SagaStatus.COMPLETED or self._list_completion:
+            if status not in self._shown_by_close:
                 workflow.upsert_memo({STATUS_MEMO: status.value})
             if status in COUNTED_STATUSES:
                 _metrics.saga_status(self.saga_type, status.value)

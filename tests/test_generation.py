@@ -1,10 +1,11 @@
 """The generation stamp of a saga's start memo (engine._patches), on a real dev server.
 
-A saga started by the engine's client, once every worker polling its task queue runs this
-generation, is listed as running from its start and runs the behaviour changes of its
-generation without patch markers, a first memo update, or a last one when it completes. A saga
-started without the stamp (by an older client, or by hand through Temporal) records them as
-before. Both replay.
+A saga started by the engine's client, once every worker polling its task queue runs a
+generation, is stamped with the oldest: it is listed as running from its start and runs the
+behaviour changes of its generation without patch markers, a first memo update, or a last one
+when it completes (or, from generation 2, compensates); from generation 2 its start memo names
+its local steps, which then run with no patch marker. A saga started without the stamp (by an
+older client, or by hand through Temporal) records them as before. All replay.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from engine._client import _listed_status
 from engine._patches import (
     GENERATION,
     GENERATION_MEMO,
+    LOCAL_MEMO,
+    LOCAL_STEPS,
     PATIENT_COMPENSATIONS,
     identity_generation,
     start_memo,
@@ -68,7 +71,14 @@ order_saga = Saga(
     input=Order,
     steps=[Step(reserve, compensate=release, name="reserve"), Step(charge, name="charge")],
 )
-SAGAS = [order_saga]
+# The same saga with its steps local, under another name.
+local_order_saga = Saga(
+    "g_local_order",
+    input=Order,
+    local_steps=True,
+    steps=[Step(reserve, compensate=release, name="reserve"), Step(charge, name="charge")],
+)
+SAGAS = [order_saga, local_order_saga]
 
 
 @pytest.fixture
@@ -101,6 +111,7 @@ def patch_markers(events: list[Any]) -> list[str]:
         str(dict(e.marker_recorded_event_attributes.details))
         for e in events
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
 
 
@@ -137,10 +148,12 @@ async def test_a_stamped_saga_compensates_without_markers_or_a_first_memo_update
     assert not any(
         e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES for e in events
     )
-    # The start memo listed it as running: the status changes only are recorded.
-    assert memo_updates(events) == ["compensating", "compensated"]
+    # The start memo listed it as running, and its workflow completing while it is listed
+    # compensating lists it compensated: one memo update.
+    assert memo_updates(events) == ["compensating"]
     started = events[0].workflow_execution_started_event_attributes.memo.fields
     assert started[GENERATION_MEMO].data == str(GENERATION).encode()
+    assert await listed(sagas, saga_id, "compensated") == "compensated"
 
 
 async def test_an_unstamped_saga_records_its_markers_and_first_memo_as_before(
@@ -220,7 +233,90 @@ async def test_a_saga_is_stamped_once_every_worker_runs_the_generation(
 ) -> None:
     saga_id = await sagas.start("g_order", {})
     await finish(sagas, saga_id)
-    assert await start_memo_of(sagas, saga_id) == start_memo()
+    assert await start_memo_of(sagas, saga_id) == start_memo(local_steps=[])
+    # Not a bare list: Temporal drops a memo field that is an empty list.
+    assert start_memo(local_steps=[])[LOCAL_MEMO] == {"names": []}
+
+
+def local_markers(events: list[Any]) -> int:
+    return sum(
+        1
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    )
+
+
+async def test_a_stamped_saga_runs_its_listed_local_steps_without_a_patch_marker(
+    sagas: SagaClient,
+) -> None:
+    saga_id = await sagas.start("g_local_order", {"refuse": True})
+    state, events = await finish(sagas, saga_id)
+    assert state.status is SagaStatus.COMPENSATED
+    assert (await start_memo_of(sagas, saga_id))[LOCAL_MEMO] == {"names": ["charge", "reserve"]}
+    assert patch_markers(events) == []  # no local-steps patch
+    assert not any(
+        e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES for e in events
+    )
+    assert local_markers(events) == 3  # reserve, charge (refused), release
+    assert not any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in events)
+
+
+async def start_with_memo(sagas: SagaClient, saga_type: str, memo: dict[str, Any]) -> str:
+    saga_id = f"{saga_type}-{uuid.uuid4().hex[:10]}"
+    await sagas.client.start_workflow(
+        saga_type, Order(), id=saga_id, task_queue=sagas.task_queue, memo=memo
+    )
+    return saga_id
+
+
+async def test_the_start_memo_not_the_definition_says_which_steps_run_local(
+    sagas: SagaClient,
+) -> None:
+    """A client whose definition differs from the workers' (a rollout of the user's code) or
+    a definition changed while the saga runs: the saga runs the steps its start memo lists
+    local, and replays so on any worker."""
+    listed = await start_with_memo(sagas, "g_order", start_memo(local_steps=["reserve"]))
+    _, events = await finish(sagas, listed)
+    assert local_markers(events) == 1  # reserve; charge is a regular activity
+    assert [e.event_type for e in events].count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 1
+    none = await start_with_memo(sagas, "g_local_order", start_memo(local_steps=[]))
+    _, events = await finish(sagas, none)
+    assert local_markers(events) == 0
+    assert patch_markers(events) == []
+
+
+async def test_a_worker_of_an_older_generation_gets_its_generations_stamp(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    """While a worker of generation 1 polls, sagas are stamped 1: no list of local steps, so
+    their local steps are consulted through the patch, as that worker would."""
+    task_queue = f"generation-1-{uuid.uuid4()}"
+    newer = build_worker(dev_env.client, task_queue=task_queue, sagas=SAGAS)
+    other = await Client.connect(
+        dev_env.client.service_client.config.target_host, data_converter=pydantic_data_converter
+    )
+    older = Worker(
+        other,
+        task_queue=task_queue,
+        workflows=[SagaWorkflow],
+        activities=[reserve, release, charge],
+        identity="1234@older-host sagas-generation=1",
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    async with newer, older:
+        identities = await polled(dev_env.client, task_queue, count=2)
+        assert sorted(identity_generation(i) for i in identities) == [1, GENERATION]
+        client = SagaClient(dev_env.client, task_queue=task_queue)
+        saga_id = await client.start("g_local_order", {"refuse": True})
+        state, events = await finish(client, saga_id)
+    assert state.status is SagaStatus.COMPENSATED
+    memo = await start_memo_of(client, saga_id)
+    assert (memo[GENERATION_MEMO], LOCAL_MEMO in memo) == (1, False)
+    assert [LOCAL_STEPS in m for m in patch_markers(events)] == [True]
+    assert local_markers(events) == 3
+    # Generation 1 lists the compensated saga itself.
+    assert memo_updates(events) == ["compensating", "compensated"]
 
 
 def test_a_workers_identity_names_its_generation() -> None:
@@ -235,6 +331,8 @@ def test_a_workers_identity_names_its_generation() -> None:
         ({"saga_status": "running"}, "running", "running"),
         ({"saga_status": "compensating"}, "running", "compensating"),
         ({"saga_status": "compensated"}, "completed", "compensated"),
+        ({"saga_status": "compensating"}, "completed", "compensated"),
+        ({"saga_status": "compensating"}, "terminated", "terminated"),
         ({"saga_status": "running"}, "completed", "completed"),
         ({"saga_status": "awaiting_approval"}, "completed", "completed"),
         ({"saga_status": "failed"}, "completed", "failed"),

@@ -175,9 +175,10 @@ async def test_a_local_saga_completes_without_activity_tasks(sagas: SagaClient) 
     assert [key for *_, key in SEEN[saga_id]] == [keys["a"], keys["b"], keys["c"]]
     events = await event_types(sagas, saga_id)
     assert events.count("10") == 0  # ACTIVITY_TASK_SCHEDULED: none, the results are markers
-    # MARKER_RECORDED: the local-steps patch (consulted even with the generation stamp:
-    # engine._patches), then one per attempt.
-    assert events.count("25") == 4
+    # MARKER_RECORDED: one per attempt. The stamp's start memo names the local steps, so no
+    # patch marker, nor its search-attribute update (UPSERT_WORKFLOW_SEARCH_ATTRIBUTES).
+    assert events.count("25") == 3
+    assert events.count("40") == 0
 
 
 async def test_an_unstamped_local_saga_records_the_local_steps_marker(sagas: SagaClient) -> None:
@@ -187,6 +188,7 @@ async def test_an_unstamped_local_saga_records_the_local_steps_marker(sagas: Sag
     events = await event_types(sagas, saga_id)
     # MARKER_RECORDED: the local-steps patch (the later ones follow from it), one per attempt.
     assert events.count("25") == 4
+    assert events.count("40") == 1  # UPSERT_WORKFLOW_SEARCH_ATTRIBUTES: the patch's
     history = await sagas.client.get_workflow_handle(saga_id).fetch_history()
     replayed = await build_replayer(SAGAS).replay_workflow(history, raise_on_replay_failure=False)
     assert replayed.replay_failure is None, replayed.replay_failure
@@ -288,13 +290,18 @@ def test_a_local_step_cannot_heartbeat() -> None:
     )
 
 
-def test_refusals_are_marked_benign_and_kept_whole() -> None:
-    refusal = ApplicationError("no", {"x": 1}, type="Refused", non_retryable=True)
+def test_refusals_are_marked_benign_and_kept_whole_but_their_traceback() -> None:
+    try:
+        raise ApplicationError("no", {"x": 1}, type="Refused", non_retryable=True)
+    except ApplicationError as raised:
+        refusal = raised
+    assert refusal.__traceback__ is not None
     marked = as_benign(refusal)
     assert marked.category is ApplicationErrorCategory.BENIGN
     assert (marked.message, marked.type, marked.details, marked.non_retryable) == (
         "no", "Refused", ({"x": 1},), True
     )  # fmt: skip
+    assert marked.__traceback__ is None
     transient = ApplicationError("later", type="Unavailable")
     assert as_benign(transient) is transient
     chosen = ApplicationError(

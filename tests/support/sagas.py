@@ -217,7 +217,7 @@ class Payment(BaseModel):
 @activity.defn(name="check_card")
 async def check_card(payment: Payment) -> Receipt:
     """A participant that echoes what it was given in its refusal (some do): the card token is
-    in the error's message, and the activity's code path in its stack trace."""
+    in the error's message."""
     raise ApplicationError(
         f"card {payment.card_token} declined for order {payment.order_id}",
         type="Declined",
