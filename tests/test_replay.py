@@ -34,6 +34,7 @@ async def test_histories_of_every_path_replay(sagas: SagaClient) -> None:
         "pivot-forward": await start("pivoted", transient={"c": 2}),
         "imperative-branch": await start("branching", refuse={"b"}),
         "conditional": await start("conditional"),
+        "local-refused-retried": await start("three_local", refuse={"c"}, transient={"b": 1}),
     }
     cancelled = await start("three_steps", slow={"b": 30})
     await wait_for(sagas, cancelled, running("b"))

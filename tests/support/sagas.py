@@ -119,6 +119,14 @@ three_steps = Saga(
     ],
 )
 
+# three_steps with every step a local activity (no heartbeat: a local step cannot).
+three_local = Saga(
+    "three_local",
+    input=Order,
+    local_steps=True,
+    steps=[fast(a, undo_a), fast(b, undo_b), fast(c, undo_c)],
+)
+
 parallel_group = Saga(
     "parallel_group",
     input=Order,
@@ -233,6 +241,7 @@ card_declined = Saga(
 
 ALL: list[SagaDefinition[Any]] = [
     three_steps,
+    three_local,
     parallel_group,
     timed_out_step,
     pivoted,
