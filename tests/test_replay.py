@@ -13,6 +13,7 @@ from temporalio.client import WorkflowHistory
 from engine import SagaClient, SagaStatus
 from engine.worker import build_replayer
 from tests.support import ledger
+from tests.support.generation import polled
 from tests.support.ledger import ALWAYS
 from tests.support.sagas import ALL
 from tests.test_execution_rules import running, status_is, wait_for
@@ -21,6 +22,10 @@ pytestmark = pytest.mark.temporal
 
 
 async def test_histories_of_every_path_replay(sagas: SagaClient) -> None:
+    # The client sees the worker first: its sagas carry the generation stamp, as in production
+    # once the workers run this engine (engine._generation_gate).
+    await polled(sagas.client, sagas.task_queue)
+
     async def start(saga_type: str, amount: int = 10, **faults: object) -> str:
         saga_id = f"replay-{saga_type}-{uuid.uuid4().hex[:8]}"
         ledger.plan(saga_id, **faults)  # type: ignore[arg-type]
