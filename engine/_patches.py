@@ -82,6 +82,8 @@ STATUS_MEMO = "saga_status"
 _LOCAL_STEPS_ON = "_sagas_local_steps_on"
 # The instance's answers of ``later`` so far in the run (patch -> answer).
 _ANSWERS = "_sagas_patch_answers"
+# The instance's reading of the start memo's generation.
+_STAMP = "_sagas_stamp"
 # The instance's reading of the start memo's local steps (None: no list).
 _LISTED_LOCAL = "_sagas_listed_local_steps"
 
@@ -114,8 +116,15 @@ def start_memo(
 def stamp() -> int:
     """The generation the saga was started with (0: none). Read from the start memo, which
     replay sees as it was; a continued run carries it along."""
-    value = workflow.memo_value(GENERATION_MEMO, 0)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    # Kept on the workflow's instance once there is one (not yet in its __init__): decoding
+    # the memo each time would cost more.
+    kept = getattr(workflow.instance(), "__dict__", {})
+    if _STAMP not in kept:
+        value = workflow.memo_value(GENERATION_MEMO, 0)
+        valid = isinstance(value, int) and not isinstance(value, bool)
+        kept[_STAMP] = value if valid else 0
+    generation: int = kept[_STAMP]
+    return generation
 
 
 def started_new() -> bool:

@@ -39,6 +39,11 @@ Sink = Callable[[dict[str, Any], int], None]
 _sinks: dict[str, Sink] = {}
 
 
+def listening(task_queue: str) -> bool:
+    """Whether a projector takes the queue's snapshots (none with the saga store off)."""
+    return task_queue in _sinks
+
+
 def publish(task_queue: str, snapshot: dict[str, Any], revision: int) -> None:
     """Called by the workflow (any worker thread): hand a snapshot to the queue's projector."""
     sink = _sinks.get(task_queue)

@@ -81,6 +81,8 @@ class SagaRecord:
             else frozenset({SagaStatus.COMPLETED})
         )
         self._publish_scheduled = False
+        # Building a snapshot is most of a change's cost: none when no projector listens.
+        self._projected = _projection.listening(info.task_queue)
 
     # ------------------------------------------------------------ changes
 
@@ -169,8 +171,9 @@ class SagaRecord:
         self._publish()
 
     def publish_soon(self) -> None:
-        """Publish a snapshot once the workflow's loop has run what is ready (never on replay)."""
-        if not self._publish_scheduled and not workflow.unsafe.is_replaying():
+        """Publish a snapshot once the workflow's loop has run what is ready (never on replay,
+        nor with no projector to take it: the saga store is off)."""
+        if not self._publish_scheduled and self._projected and not workflow.unsafe.is_replaying():
             self._publish_scheduled = True
             asyncio.get_running_loop().call_soon(self._publish)
 

@@ -525,3 +525,23 @@ class TestProjection:
         assert found[0].status is SagaStatus.FAILED
         assert found[0].error is not None
         assert found[0].error.startswith("invalid input for saga 'three_steps'")
+
+
+@pytest.mark.temporal
+async def test_a_worker_without_the_store_builds_no_snapshots(
+    sagas: SagaClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no projector on the queue (the saga store off), the saga does not build the
+    snapshots it would hand one: building them was most of a change's cost in the worker."""
+    import engine._projection as projection
+
+    published: list[str] = []
+    monkeypatch.setattr(projection, "publish", lambda queue, *_: published.append(queue))
+    saga_id = await sagas.start("three_steps", {"order_id": "o-no-store", "amount": 1})
+    assert (await sagas.result(saga_id)).status is SagaStatus.COMPLETED
+    assert published == []
+    # With a projector listening, the same saga is published (the store's tests follow it).
+    monkeypatch.setitem(projection._sinks, sagas.task_queue, lambda *_: None)
+    saga_id = await sagas.start("three_steps", {"order_id": "o-store", "amount": 1})
+    await sagas.result(saga_id)
+    assert set(published) == {sagas.task_queue}
