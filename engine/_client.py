@@ -419,18 +419,21 @@ def _listed_status(memo: Mapping[str, Any], temporal_status: str) -> str:
     the workflow closed without the saga ending in one (bad input, terminated, timed out): its
     memo then still says what it was doing, ``running`` from its start. A saga started with the
     generation stamp does not list ``completed``, nor (from generation 2) ``compensated``
-    (engine._record): its workflow completed, running or compensating (a compensating saga
-    ends compensated, or stays open, compensation_failed)."""
+    (engine._record): its workflow completed, listed running, or compensating or
+    compensation_failed (a saga in either completes only compensated: an operator's resolve
+    takes it there from compensation_failed at once)."""
     status = memo.get(STATUS_MEMO)
     if not isinstance(status, str):
         return temporal_status
-    if temporal_status == "completed" and status == SagaStatus.COMPENSATING:
+    if temporal_status == "completed" and status in _COMPENSATING:
         return SagaStatus.COMPENSATED.value
     if temporal_status != "running" and status not in FINAL_STATUSES:
         return temporal_status
     return status
 
 
+# The listed statuses from which a saga's workflow completes only compensated.
+_COMPENSATING = frozenset({SagaStatus.COMPENSATING, SagaStatus.COMPENSATION_FAILED})
 # Where a saga stops on its own: finished, or waiting for a person.
 _SETTLED = FINAL_STATUSES | {SagaStatus.COMPENSATION_FAILED, SagaStatus.AWAITING_APPROVAL}
 #: History events after which a saga's state may have changed: a completed workflow task, or

@@ -116,10 +116,10 @@ class SagaDefinition(Generic[InputT]):
 
     @property
     def local_steps_named(self) -> list[str] | None:
-        """The names of the steps that run as local activities; None when the steps are known
-        only as the saga runs (an imperative saga's). A saga's start memo carries them
-        (engine._patches)."""
-        return [step.step_name for step in self.steps if step.local]
+        """The names of the steps that run as local activities, which a saga's start memo
+        carries (engine._patches); None when they are not known before the saga runs (an
+        imperative saga's, or another kind of definition's): its run then consults the patch."""
+        return None
 
     def initial_step_states(self, saga_id: str) -> list[StepState]:
         """The declared steps' states before any has run: all pending."""
@@ -191,6 +191,10 @@ class Saga(SagaDefinition[InputT]):
     @property
     def groups(self) -> tuple[tuple[Step, ...], ...]:
         return self._groups
+
+    @property
+    def local_steps_named(self) -> list[str] | None:
+        return [step.step_name for step in self.steps if step.local]
 
     @property
     def activities(self) -> list[Callable[..., Any]]:

@@ -173,10 +173,6 @@ class ImperativeSaga(SagaDefinition[InputT]):
         self._activities = list(activities)
 
     @property
-    def local_steps_named(self) -> list[str] | None:
-        return None  # its steps are known as it runs: its run consults the patch
-
-    @property
     def activities(self) -> list[Callable[..., Any]]:
         return list(self._activities)
 

@@ -39,7 +39,8 @@ from engine._step import Step
 # saga stays open, but an operator must act).
 COUNTED_STATUSES = FINAL_STATUSES | {SagaStatus.COMPENSATION_FAILED}
 # The statuses a saga of generation 2 or later leaves its memo without: the workflow completes
-# as it reaches them, and the listing reads them from that (engine._client._listed_status).
+# as it reaches them, and the listing reads them from that and the status listed before
+# (engine._client._listed_status).
 _SHOWN_BY_CLOSE_2 = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 
 
@@ -69,8 +70,9 @@ class SagaRecord:
         # Started with the generation stamp (engine._patches), the saga is listed as running by
         # its start memo; and when it completes, it is not listed as completed: the workflow's
         # own status says it (the listing reads a completed workflow whose memo shows no final
-        # status as completed, and from generation 2, one whose memo shows compensating as
-        # compensated). A continued run's status is set by engine._carry.restore.
+        # status as completed, and from generation 2, one whose memo shows compensating or
+        # compensation_failed as compensated). A continued run's status is set by
+        # engine._carry.restore.
         generation = stamp()
         self._listed_status: SagaStatus | None = SagaStatus.RUNNING if generation else None
         self._shown_by_close = (

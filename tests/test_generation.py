@@ -40,7 +40,11 @@ from engine._patches import (
 )
 from engine._workflow import SagaWorkflow
 from engine.worker import build_replayer, build_worker
+from tests.support import ledger
+from tests.support import sagas as support
 from tests.support.generation import polled
+from tests.support.ledger import ALWAYS
+from tests.test_execution_rules import status_is, wait_for
 
 pytestmark = pytest.mark.temporal
 
@@ -319,6 +323,27 @@ async def test_a_worker_of_an_older_generation_gets_its_generations_stamp(
     assert memo_updates(events) == ["compensating", "compensated"]
 
 
+async def test_a_saga_resolved_by_an_operator_is_listed_compensated(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    """Resolved, a saga goes from compensation_failed to compensated at once: its memo, left
+    at compensation_failed, and its completed workflow list it compensated."""
+    task_queue = f"generation-resolve-{uuid.uuid4()}"
+    async with build_worker(dev_env.client, task_queue=task_queue, sagas=support.ALL):
+        await polled(dev_env.client, task_queue)
+        client = SagaClient(dev_env.client, task_queue=task_queue)
+        saga_id = f"g-resolved-{uuid.uuid4().hex[:8]}"
+        ledger.plan(saga_id, refuse={"c"}, compensation_failures={"a": ALWAYS})
+        await client.start("three_steps", {"order_id": saga_id, "amount": 1}, saga_id=saga_id)
+        await wait_for(client, saga_id, status_is(SagaStatus.COMPENSATION_FAILED))
+        await client.resolve(saga_id, "a", reason="undone by hand")
+        state = await asyncio.wait_for(client.result(saga_id), timeout=60)
+        history = await dev_env.client.get_workflow_handle(saga_id).fetch_history()
+    assert state.status is SagaStatus.COMPENSATED
+    assert memo_updates(list(history.events))[-1] == "compensation_failed"
+    assert await listed(client, saga_id, "compensated") == "compensated"
+
+
 def test_a_workers_identity_names_its_generation() -> None:
     assert identity_generation(worker_identity("77@host")) == GENERATION
     assert identity_generation("77@host") == 0
@@ -332,6 +357,9 @@ def test_a_workers_identity_names_its_generation() -> None:
         ({"saga_status": "compensating"}, "running", "compensating"),
         ({"saga_status": "compensated"}, "completed", "compensated"),
         ({"saga_status": "compensating"}, "completed", "compensated"),
+        # Resolved by an operator: compensated at once, with no compensating between.
+        ({"saga_status": "compensation_failed"}, "completed", "compensated"),
+        ({"saga_status": "compensation_failed"}, "running", "compensation_failed"),
         ({"saga_status": "compensating"}, "terminated", "terminated"),
         ({"saga_status": "running"}, "completed", "completed"),
         ({"saga_status": "awaiting_approval"}, "completed", "completed"),
