@@ -272,6 +272,11 @@ class SagaClient:
         """Follow the saga's current run until it settles or ends (True), or continues as new
         (False)."""
         described = await self._handle(saga_id).describe(rpc_timeout=self.rpc_timeout)
+        # The state read before may be older than this description: read it again, or a change
+        # between the two (the saga reaching a person's turn) would be skipped below, and the
+        # wait would last to its bound.
+        if (await self.state(saga_id)).status in _SETTLED:
+            return True
         run = self.client.get_workflow_handle(saga_id, run_id=described.run_id)
         async for event in run.fetch_history_events(wait_new_event=True):
             if event.event_id <= described.history_length:

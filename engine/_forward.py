@@ -241,16 +241,20 @@ class ForwardRunner:
         record.wait_for_decision(name)
         # The time left: a saga that continued as new while waiting keeps its deadline.
         timeout = step.approval.timeout - (workflow.now() - record.waiting_since[name])
+        # Not in a ``finally``: a coroutine closed outside the workflow's loop (its worker shut
+        # down while the saga waited) must not touch the record, which reads the workflow's
+        # clock. The record changes in the order it always did (recorded histories replay).
         try:
             await workflow.wait_condition(lambda: name in self.decisions, timeout=timeout)
         except builtins.TimeoutError:
             record.end_step(state, StepStatus.FAILED, error="approval timed out")
+            record.stop_waiting(name)
             raise StepFailed(name, "approval timed out") from None
         except asyncio.CancelledError:
             record.end_step(state, StepStatus.FAILED, error="cancelled while awaiting approval")
-            raise
-        finally:
             record.stop_waiting(name)
+            raise
+        record.stop_waiting(name)
         decision = self.decisions[name]
         state.approval = decision
         if not decision.approved:
