@@ -26,7 +26,8 @@ change of the user's code, so it is always consulted. From generation 2 the star
 names the steps that run local (``LOCAL_MEMO``, from the starting client's definition), and
 the saga runs exactly those local whatever its definition says later: no marker, and no
 search-attribute update (``runs_local``); nor is a compensated saga listed compensated, its
-workflow completing while listed compensating says so. A saga without the stamp (started by
+workflow completing while listed compensating (or compensation_failed, when resolved) says so.
+A saga without the stamp (started by
 an older client, or by hand through Temporal) records its markers as before. Each marker
 and each memo update is a write to the visibility store; together they were most of the
 difference in the server's CPU per saga against the same saga hand-written
