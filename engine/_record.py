@@ -38,10 +38,14 @@ from engine._step import Step
 # Statuses counted by the sagas_ended metric: the final ones, and compensation_failed (the
 # saga stays open, but an operator must act).
 COUNTED_STATUSES = FINAL_STATUSES | {SagaStatus.COMPENSATION_FAILED}
-# The statuses a saga of generation 2 or later leaves its memo without: the workflow completes
-# as it reaches them, and the listing reads them from that and the status listed before
-# (engine._client._listed_status).
-_SHOWN_BY_CLOSE_2 = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+# By the generation a saga was stamped with (engine._patches; 2 or later as 2), the statuses
+# it leaves its memo without: the workflow completes as it reaches them, and the listing reads
+# them from that and the status listed before (engine._client._listed_status).
+_SHOWN_BY_CLOSE: tuple[frozenset[SagaStatus], ...] = (
+    frozenset(),
+    frozenset({SagaStatus.COMPLETED}),
+    frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED}),
+)
 
 
 class SagaRecord:
@@ -75,13 +79,7 @@ class SagaRecord:
         # engine._carry.restore.
         generation = stamp()
         self._listed_status: SagaStatus | None = SagaStatus.RUNNING if generation else None
-        self._shown_by_close = (
-            frozenset()
-            if not generation
-            else _SHOWN_BY_CLOSE_2
-            if generation >= 2
-            else frozenset({SagaStatus.COMPLETED})
-        )
+        self._shown_by_close = _SHOWN_BY_CLOSE[min(generation, len(_SHOWN_BY_CLOSE) - 1)]
         self._publish_scheduled = False
         # Building a snapshot is most of a change's cost: none when no projector listens.
         self._projected = _projection.listening(info.task_queue)

@@ -202,31 +202,42 @@ async def test_a_saga_started_where_no_worker_polls_is_not_stamped(
     assert await listed(idle, saga_id, "terminated") == "terminated"
 
 
-async def test_a_saga_is_not_stamped_while_an_older_worker_polls(
-    dev_env: WorkflowEnvironment,
-) -> None:
-    """An older engine's worker (its identity names no generation) could take the saga: it
-    would record what a stamped saga leaves out, and a newer worker could not replay it."""
-    task_queue = f"generation-mixed-{uuid.uuid4()}"
+async def start_beside(
+    dev_env: WorkflowEnvironment, generation: int, saga_type: str
+) -> tuple[SagaClient, str, Any, list[Any]]:
+    """Start a refused saga through the engine's client while a worker of this engine and one
+    whose identity says ``generation`` (0: an older engine's, naming none) both poll; return
+    the client, the saga's id, its final state and its history's events."""
+    task_queue = f"generation-{generation}-{uuid.uuid4()}"
     newer = build_worker(dev_env.client, task_queue=task_queue, sagas=SAGAS)
     # Its own connection: one client takes one worker per task queue.
     other = await Client.connect(
         dev_env.client.service_client.config.target_host, data_converter=pydantic_data_converter
     )
+    identity = "1234@older-host" + (f" sagas-generation={generation}" if generation else "")
     older = Worker(
         other,
         task_queue=task_queue,
         workflows=[SagaWorkflow],
         activities=[reserve, release, charge],
-        identity="1234@older-host",
+        identity=identity,
         workflow_runner=UnsandboxedWorkflowRunner(),
     )
     async with newer, older:
         identities = await polled(dev_env.client, task_queue, count=2)
-        assert sorted(identity_generation(i) for i in identities) == [0, GENERATION]
+        assert sorted(identity_generation(i) for i in identities) == [generation, GENERATION]
         client = SagaClient(dev_env.client, task_queue=task_queue)
-        saga_id = await client.start("g_order", {"refuse": True})
+        saga_id = await client.start(saga_type, {"refuse": True})
         state, events = await finish(client, saga_id)
+    return client, saga_id, state, events
+
+
+async def test_a_saga_is_not_stamped_while_an_older_worker_polls(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    """An older engine's worker (its identity names no generation) could take the saga: it
+    would record what a stamped saga leaves out, and a newer worker could not replay it."""
+    client, saga_id, state, events = await start_beside(dev_env, 0, "g_order")
     assert state.status is SagaStatus.COMPENSATED
     assert await start_memo_of(client, saga_id) == {"saga_status": "compensated"}
     assert [PATIENT_COMPENSATIONS in m for m in patch_markers(events)] == [True]
@@ -295,25 +306,7 @@ async def test_a_worker_of_an_older_generation_gets_its_generations_stamp(
 ) -> None:
     """While a worker of generation 1 polls, sagas are stamped 1: no list of local steps, so
     their local steps are consulted through the patch, as that worker would."""
-    task_queue = f"generation-1-{uuid.uuid4()}"
-    newer = build_worker(dev_env.client, task_queue=task_queue, sagas=SAGAS)
-    other = await Client.connect(
-        dev_env.client.service_client.config.target_host, data_converter=pydantic_data_converter
-    )
-    older = Worker(
-        other,
-        task_queue=task_queue,
-        workflows=[SagaWorkflow],
-        activities=[reserve, release, charge],
-        identity="1234@older-host sagas-generation=1",
-        workflow_runner=UnsandboxedWorkflowRunner(),
-    )
-    async with newer, older:
-        identities = await polled(dev_env.client, task_queue, count=2)
-        assert sorted(identity_generation(i) for i in identities) == [1, GENERATION]
-        client = SagaClient(dev_env.client, task_queue=task_queue)
-        saga_id = await client.start("g_local_order", {"refuse": True})
-        state, events = await finish(client, saga_id)
+    client, saga_id, state, events = await start_beside(dev_env, 1, "g_local_order")
     assert state.status is SagaStatus.COMPENSATED
     memo = await start_memo_of(client, saga_id)
     assert (memo[GENERATION_MEMO], LOCAL_MEMO in memo) == (1, False)
