@@ -129,6 +129,10 @@ class SagaClient:
     ``history_events_limit`` events (default: ``SAGAS_HISTORY_EVENTS_LIMIT``, else Temporal's
     suggestion only), the limit it is started with. Every call here follows the saga's latest
     run: a continued saga is one saga.
+
+    ``workers_generation``: the engine generation (engine._patches) that every worker on the
+    task queue runs, when the caller knows it (the testing kit starts its own workers); None:
+    asked of Temporal, which lists the queue's pollers (engine._generation_gate).
     """
 
     def __init__(
@@ -139,13 +143,14 @@ class SagaClient:
         rpc_timeout: timedelta | None = None,
         update_timeout: timedelta | None = None,
         history_events_limit: int | None = None,
+        workers_generation: int | None = None,
     ) -> None:
         self.client = client
         self.task_queue = task_queue
         self.rpc_timeout = rpc_timeout
         self.update_timeout = update_timeout
         self.history_events_limit = history_events_limit
-        self._generation = GenerationGate(client, task_queue, rpc_timeout)
+        self._generation = GenerationGate(client, task_queue, rpc_timeout, known=workers_generation)
 
     @classmethod
     async def connect(
@@ -165,10 +170,13 @@ class SagaClient:
         *,
         saga_id: str | None = None,
         memo: dict[str, Any] | None = None,
+        task_timeout: timedelta | None = None,
     ) -> str:
         """Validate ``input`` against the saga's model and start the saga; return its id.
 
         ``memo`` is kept with the workflow (the API records which key started the saga).
+        ``task_timeout``: how long a worker has for one of the saga's workflow tasks before
+        Temporal hands it to another (None: Temporal's default, 10 s).
         Raises UnknownSagaType, InvalidSagaInput, SagaAlreadyExists, TemporalUnavailable
         (TemporalTimeout: the start may have been accepted).
         """
@@ -193,6 +201,7 @@ class SagaClient:
                 memo={**(memo or {}), **stamp, **({LIMIT_MEMO: limit} if limit else {})} or None,
                 # Saga ids are also the root of every idempotency key: never reuse one.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                task_timeout=task_timeout,
                 rpc_timeout=self.rpc_timeout,
             )
         except WorkflowAlreadyStartedError:

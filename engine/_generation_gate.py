@@ -46,17 +46,24 @@ _REFUSED = frozenset({RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENT
 
 
 class GenerationGate:
-    """The generation stamp sagas started on ``task_queue`` may carry (0: none)."""
+    """The generation stamp sagas started on ``task_queue`` may carry (0: none); ``known``:
+    the generation of every worker on the queue, told by a caller that started them itself
+    (then Temporal is not asked, and it holds for good)."""
 
     def __init__(
-        self, client: Client, task_queue: str, rpc_timeout: timedelta | None = None
+        self,
+        client: Client,
+        task_queue: str,
+        rpc_timeout: timedelta | None = None,
+        *,
+        known: int | None = None,
     ) -> None:
         self._client = client
         self._task_queue = task_queue
         self._rpc_timeout = rpc_timeout
         self._warned = False
-        self._answer = 0
-        self._until = 0.0
+        self._answer = 0 if known is None else min(known, GENERATION)
+        self._until = 0.0 if known is None else float("inf")
         self._asking = asyncio.Lock()  # one question at a time, whatever the starts in flight
 
     async def start_memo(self, local_steps: Collection[str] | None = None) -> dict[str, Any]:

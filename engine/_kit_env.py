@@ -29,6 +29,7 @@ from engine._definition import SagaDefinition
 from engine._errors import EmbeddedTemporalError
 from engine._kit_fakes import Fakes
 from engine._participants import OutagePolicy, ParticipantGuard, activity_participants
+from engine._patches import GENERATION
 from engine._worker import build_worker
 
 #: Saga time the clock moves at each tick (under the shortest backoff cap, 30 s).
@@ -165,7 +166,7 @@ class SagaKit:
         task_queue = f"kit-{uuid.uuid4()}"
         worker = worker_for(self.env, sagas, task_queue=task_queue, fakes=fakes, outage=outage)
         async with worker:
-            yield SagaClient(self.env.client, task_queue=task_queue)
+            yield SagaClient(self.env.client, task_queue=task_queue, workers_generation=GENERATION)
 
     async def skip(self, duration: timedelta) -> None:
         """Move saga time forward (at once on the time-skipping server)."""

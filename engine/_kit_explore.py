@@ -40,7 +40,7 @@ from engine._kit_scenarios import (
     restart_scenarios,
     undo_scenarios,
 )
-from engine._patches import start_memo
+from engine._patches import GENERATION
 from engine._state import SagaState, SagaStatus, StepStatus
 from engine._step import StepKind, activity_name
 from engine._step_info import COMPENSATION, FORWARD
@@ -191,7 +191,9 @@ class _Explorer:
         skips = env.supports_time_skipping
         self.scenario_timeout = SCENARIO_TIMEOUT * (1 if skips else 10)
         self.task_queue = f"explore-{saga.name}-{uuid.uuid4().hex[:8]}"
-        self.client = SagaClient(env.client, task_queue=self.task_queue)
+        self.client = SagaClient(
+            env.client, task_queue=self.task_queue, workers_generation=GENERATION
+        )
         self.shape: Shape | None = None
         self._n = 0
 
@@ -313,7 +315,7 @@ class _Explorer:
     async def restart_scenario(self, scenario: Scenario) -> _Outcome:
         """On a task queue and worker of its own, stopped and replaced between two stages."""
         queue = f"{self.task_queue}-restart-{uuid.uuid4().hex[:8]}"
-        client = SagaClient(self.env.client, task_queue=queue)
+        client = SagaClient(self.env.client, task_queue=queue, workers_generation=GENERATION)
         first = worker_for(self.env, [self.saga], task_queue=queue, fakes=self.fakes,
                            restartable=True)  # fmt: skip
         holder: dict[str, Any] = {"worker": first, "tasks": [asyncio.create_task(first.run())]}
@@ -344,10 +346,15 @@ class _Explorer:
         helpers: list[asyncio.Task[None]] = []
         run: Run | None = None
         try:
-            if workers is None:
-                await client.start(self.saga.name, self.input, saga_id=saga_id)
-            else:
-                await self._start_restartable(client, saga_id)
+            # With workers to restart, a short workflow task timeout: a stopping worker's last
+            # open poll may still be handed the saga's next task, which is then lost until the
+            # timeout (Temporal's default, 10 s) gives it to the new worker.
+            await client.start(
+                self.saga.name,
+                self.input,
+                saga_id=saga_id,
+                task_timeout=None if workers is None else RESTART_TASK_TIMEOUT,
+            )
             refused: list[bool] = []
             if scenario.cancel_at is not None:
                 helpers.append(asyncio.create_task(
@@ -470,20 +477,6 @@ class _Explorer:
         except SagaConflict:
             refused.append(True)
             self.fakes.release(saga_id, step)
-
-    async def _start_restartable(self, client: SagaClient, saga_id: str) -> None:
-        """Start the saga as SagaClient.start does, with a short workflow task timeout: a
-        stopping worker's last open poll may still be handed the saga's next task, which is
-        then lost until the timeout (Temporal's default, 10 s) gives it to the new worker.
-        Stamped with the engine's generation: the kit's workers are this engine's."""
-        await client.client.start_workflow(
-            self.saga.name,
-            self.saga.validate_input(self.input),
-            id=saga_id,
-            task_queue=client.task_queue,
-            task_timeout=RESTART_TASK_TIMEOUT,
-            memo=start_memo(local_steps=self.saga.local_steps_named),
-        )
 
     async def _restart(self, saga_id: str, steps: tuple[str, ...], workers: dict[str, Any]) -> None:
         for step in steps:

@@ -21,6 +21,7 @@ import engine._compensation
 from activities import _http
 from activities.pricing import TripTotal
 from engine import SagaClient, SagaStatus
+from engine._patches import GENERATION, GENERATION_MEMO, LOCAL_MEMO
 from engine.config import get_settings
 from engine.testing import ExplorationFailed, Fakes, SagaKit, explore
 from engine.worker import OutagePolicy
@@ -77,6 +78,11 @@ class TestShippedSagas:
             described = await saga_env.client.get_workflow_handle(row.saga_id).describe()
             assert described.status is not None
             assert described.status.name != "RUNNING", row.scenario
+            # Started as SagaClient.start starts a saga, restarts or not: stamped, and naming
+            # its local steps (price_trip) in the memo.
+            memo = await described.memo()
+            assert memo.get(GENERATION_MEMO) == GENERATION, row.scenario
+            assert memo.get(LOCAL_MEMO) == {"names": ["price_trip"]}, row.scenario
 
     async def test_order_fulfillment(self, saga_env: WorkflowEnvironment) -> None:
         table = await explore(order_fulfillment, ORDER, env=saga_env)
