@@ -62,7 +62,7 @@ bench: $(STAMP)  ## benchmarks (not tests; docs/benchmarks.md): engine vs hand-w
 	$(PY) -m bench.api_wait --waiters 50 --seconds 5
 	$(PY) -m bench.memory --sagas 1000
 
-chaos: $(STAMP)  ## the long chaos suites (kills, faults, outages; see docs/reliability.md)
+chaos: $(STAMP)  ## the chaos suites make test leaves out (kills, faults, outages; docs/reliability.md)
 	$(BIN)/pytest -m "chaos and slow" -s
 
 lint: $(STAMP)  ## ruff lint and format check

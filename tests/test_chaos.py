@@ -6,8 +6,11 @@ participants; the saga store's PostgreSQL stopped), waits for every saga to end,
 the outcome with the consistency checker (participants/checker.py): what each saga says it
 did must be what the participants hold. No suite looks at timings.
 
-The short form of each suite runs in ``make test``; the long form (``make chaos``, marked
-slow) is the one docs/reliability.md quotes.
+The short forms of the crash and store suites run in ``make test``; the long forms, and the
+short forms of the suites whose faults the in-process tests also cover (transient faults:
+tests/test_execution_rules.py, tests/test_demo_sagas.py; participant outages and circuits:
+tests/test_outages.py), run on demand (``make chaos``, marked slow), which keeps ``make test``
+near ten minutes. docs/reliability.md quotes the long forms.
 """
 
 from __future__ import annotations
@@ -51,9 +54,11 @@ class Size:
         return f"{self.sagas}-sagas"
 
 
-def sizes(short: Size, long: Size) -> pytest.MarkDecorator:
+def sizes(short: Size, long: Size, *, short_on_demand: bool = False) -> pytest.MarkDecorator:
+    """The suite's two forms; the long one, and with ``short_on_demand`` both, marked slow."""
+    quick = pytest.param(short, marks=[pytest.mark.slow] if short_on_demand else [])
     return pytest.mark.parametrize(
-        "size", [short, pytest.param(long, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])],
+        "size", [quick, pytest.param(long, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])],
         ids=str,
     )  # fmt: skip
 
@@ -110,7 +115,7 @@ async def test_crashes_lose_nothing_and_duplicate_nothing(tmp_path: Path, size: 
     assert set(verdict.statuses) <= ENDINGS, str(verdict)
 
 
-@sizes(Size(24, rate=8), Size(1000, rate=15))
+@sizes(Size(24, rate=8), Size(1000, rate=15), short_on_demand=True)
 async def test_transient_faults_and_refusals_end_by_the_rules(tmp_path: Path, size: Size) -> None:
     """20 % of participant calls fail transiently, 10 % of the sagas are refused: every saga
     ends in a status the rules allow, and the checker finds nothing out of place."""
@@ -185,7 +190,7 @@ async def store_lag(api_url: str, states: list[SagaState], *, timeout: float) ->
             await asyncio.sleep(1)
 
 
-@sizes(Size(16, rate=4, outage=8), Size(400, rate=8, outage=30))
+@sizes(Size(16, rate=4, outage=8), Size(400, rate=8, outage=30), short_on_demand=True)
 async def test_an_outage_of_the_participants_costs_time_not_outcomes(
     tmp_path: Path, size: Size
 ) -> None:
