@@ -6,7 +6,9 @@ the same limits (100 activities, 100 workflow tasks): the hand-written workflow
 (as deployed). With ``--local``, also the engine's fast path (``bench_trip_local``: every step
 a local activity, on the store-off worker) and the hand-written workflow with local activities
 (Temporal's own fast path, for reference). ``--failures`` makes a quarter of the sagas refuse
-at each step (flight, hotel, charge) and compensate; the rest complete.
+at each step (flight, hotel, charge) and compensate; the rest complete. Every worker runs its
+workflows in Temporal's sandbox, as deployed; ``--unsandboxed`` runs them all outside it (the
+engine's ``SAGAS_WORKFLOW_SANDBOX=false``), to show what the sandbox costs each.
 
 Two set-ups:
 
@@ -95,11 +97,13 @@ async def one_round(
     return count / (time.perf_counter() - began)
 
 
-def start_handwritten(address: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_handwritten(
+    address: str, env: dict[str, str], log: Path, *, sandbox: bool = True
+) -> subprocess.Popen[bytes]:
     with log.open("w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "bench.handwritten", "--address", address,
-             "--task-queue", "bench-handwritten"],
+             "--task-queue", "bench-handwritten", *([] if sandbox else ["--unsandboxed"])],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -149,12 +153,13 @@ async def main(
     alternate: bool = False,
     failures: bool = False,
     metrics: bool = False,
+    sandbox: bool = True,
 ) -> dict[str, Any]:
     load_modules(["bench.sagas"])
     folder = Path(tempfile.mkdtemp(prefix="sagas-bench-baseline-"))
     server = await start_dev_server()
     address = server.client.service_client.config.target_host
-    env = bench_env(folder, server)
+    env = bench_env(folder, server, SAGAS_WORKFLOW_SANDBOX=str(sandbox).lower())
 
     def served() -> dict[str, str]:  # as deployed: the engine's workers serve their metrics
         return {"SAGAS_WORKER_METRICS_PORT": str(free_port())} if metrics else {}
@@ -162,7 +167,9 @@ async def main(
     needed = {WORKER[m] for m in modes}
     workers: dict[str, subprocess.Popen[bytes]] = {}
     if "handwritten" in needed:
-        workers["handwritten"] = start_handwritten(address, env, folder / "handwritten.log")
+        workers["handwritten"] = start_handwritten(
+            address, env, folder / "handwritten.log", sandbox=sandbox
+        )
     if "engine" in needed:
         workers["engine"] = spawn(
             ["worker"],
@@ -235,6 +242,7 @@ async def main(
         await tear_down(workers.values(), server, folder)
     found = report(throughput, cpu, count=count, concurrency=concurrency, rounds=rounds,
                    alternate=alternate, failures=failures)  # fmt: skip
+    found["workflow_sandbox"] = sandbox
     found["server_cpu_ms_per_saga"] = {
         m: round(1000 * server_cpu[m] / (count * rounds), 2) for m in modes
     }
@@ -307,6 +315,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--metrics", action="store_true", help="the engine's workers serve metrics (as deployed)"
     )
+    parser.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="every worker outside Temporal's workflow sandbox (SAGAS_WORKFLOW_SANDBOX=false)",
+    )
     options = parser.parse_args()
     chosen = (
         tuple(m.strip() for m in options.modes.split(","))
@@ -325,6 +338,7 @@ if __name__ == "__main__":
             alternate=options.alternate,
             failures=options.failures,
             metrics=options.metrics,
+            sandbox=not options.unsandboxed,
         )
     )
     print(json.dumps(result, indent=2))

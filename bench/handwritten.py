@@ -17,7 +17,7 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import FailureError
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 with workflow.unsafe.imports_passed_through():
     from bench.sagas import (
@@ -105,7 +105,7 @@ class HandwrittenWaiting:
         self.approved = approved
 
 
-async def serve(address: str, task_queue: str) -> None:
+async def serve(address: str, task_queue: str, *, sandbox: bool = True) -> None:
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     worker = Worker(
         client,
@@ -114,6 +114,7 @@ async def serve(address: str, task_queue: str) -> None:
         activities=[fn for _, action, undo in STEPS for fn in (action, undo)],
         max_concurrent_activities=100,
         max_concurrent_workflow_tasks=100,
+        **({} if sandbox else {"workflow_runner": UnsandboxedWorkflowRunner()}),
     )
     async with worker:
         print("ready", flush=True)
@@ -124,5 +125,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", required=True)
     parser.add_argument("--task-queue", required=True)
+    parser.add_argument("--unsandboxed", action="store_true", help="outside the sandbox")
     options = parser.parse_args()
-    asyncio.run(serve(options.address, options.task_queue))
+    asyncio.run(serve(options.address, options.task_queue, sandbox=not options.unsandboxed))
