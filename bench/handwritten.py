@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import FailureError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 with workflow.unsafe.imports_passed_through():
     from bench.sagas import (
@@ -114,7 +115,7 @@ async def serve(address: str, task_queue: str, *, sandbox: bool = True) -> None:
         activities=[fn for _, action, undo in STEPS for fn in (action, undo)],
         max_concurrent_activities=100,
         max_concurrent_workflow_tasks=100,
-        **({} if sandbox else {"workflow_runner": UnsandboxedWorkflowRunner()}),
+        workflow_runner=SandboxedWorkflowRunner() if sandbox else UnsandboxedWorkflowRunner(),
     )
     async with worker:
         print("ready", flush=True)
