@@ -28,13 +28,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import (
-    DataConverter,
-    DefaultFailureConverterWithEncodedAttributes,
-    PayloadCodec,
-)
+from temporalio.converter import DataConverter, PayloadCodec
 
 from engine._errors import EncryptionKeyError
+from engine._failure_converter import FailureConverter, SealedFailureConverter
 
 ENCODING = b"binary/encrypted"
 _NONCE_BYTES = 12
@@ -111,15 +108,20 @@ class EncryptionCodec(PayloadCodec):
 
 def data_converter(keys: Sequence[bytes] = ()) -> DataConverter:
     """The engine's data converter: pydantic, and sealed with ``keys`` when there are any
-    (payloads, and failures' messages and stack traces).
+    (payloads, and failures' messages and stack traces); a BENIGN failure goes without its
+    stack trace (engine._failure_converter).
 
     The keys come from the caller; the settings' keys are wired in by
     :meth:`engine.config.Settings.data_converter`.
     """
     if not keys:
-        return pydantic_data_converter
+        return _PLAIN
     return dataclasses.replace(
         pydantic_data_converter,
         payload_codec=EncryptionCodec(keys),
-        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+        failure_converter_class=SealedFailureConverter,
     )
+
+
+# Pydantic, and BENIGN failures without stack traces (engine._failure_converter).
+_PLAIN = dataclasses.replace(pydantic_data_converter, failure_converter_class=FailureConverter)

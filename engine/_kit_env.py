@@ -19,12 +19,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from engine import _registry
 from engine._client import SagaClient
+from engine._codec import data_converter
 from engine._definition import SagaDefinition
 from engine._errors import EmbeddedTemporalError
 from engine._kit_fakes import Fakes
@@ -51,12 +51,12 @@ async def temporal_for_tests(*, time_skipping: bool = True) -> AsyncIterator[Wor
     if time_skipping:
         env = await WorkflowEnvironment.start_time_skipping(
             test_server_existing_path=_binary("temporal-test-server"),
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter(),
         )
     else:
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=_binary("temporal"),
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter(),
             dev_server_log_level="error",
         )
     try:

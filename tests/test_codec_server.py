@@ -98,7 +98,7 @@ class TestCodecServer:
 
     async def test_a_sealed_failure_from_a_saga_history_decodes(self, stack: Stack) -> None:
         """The UI posts a failure's encoded attributes like any payload: it gets the message
-        (and stack trace) of the failed attempt back."""
+        of the failed attempt back."""
         token = f"tok_{uuid.uuid4().hex}"
         saga_id = await stack.sagas.start("card_declined", {"card_token": token})
         assert (await stack.sagas.result(saga_id)).status is SagaStatus.COMPENSATED
@@ -116,9 +116,8 @@ class TestCodecServer:
         (payload,) = response.json()["payloads"]
         opened = json.loads(base64.b64decode(payload["data"]))
         assert opened["message"] == f"card {token} declined for order o-1"
-        # A refusal is an answer, not an incident: it carries no traceback of the participant.
-        assert isinstance(opened["stack_trace"], str)
-        assert "in check_card" not in opened["stack_trace"]
+        # A refusal is an answer, not an incident: it goes without a stack trace.
+        assert opened.get("stack_trace", "") == ""
 
     async def test_encode_then_decode_gives_the_payload_back(self, stack: Stack) -> None:
         plain = {"metadata": {"encoding": base64.b64encode(b"json/plain").decode()},

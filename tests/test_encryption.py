@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from engine import SagaClient, SagaStatus, StepStatus
 from engine._codec import ENCODING, EncryptionCodec
 from engine._errors import EncryptionKeyError
+from engine._failure_converter import FailureConverter
 from engine.config import Settings
 from engine.worker import build_worker
 from tests.support import ledger
@@ -54,7 +55,10 @@ class TestSettingsConverter:
     """The settings wire their keys into the converter; the codec itself reads no settings."""
 
     def test_no_key_gives_the_plain_pydantic_converter(self) -> None:
-        assert Settings(encryption_key=None).data_converter() is pydantic_data_converter
+        converter = Settings(encryption_key=None).data_converter()
+        assert converter.payload_codec is None
+        assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
+        assert converter.failure_converter_class is FailureConverter
 
     def test_a_key_seals_with_it(self) -> None:
         key = new_key()
@@ -62,7 +66,10 @@ class TestSettingsConverter:
         assert isinstance(converter.payload_codec, EncryptionCodec)
         assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
         # Failures' messages and stack traces go into a payload, which the codec seals.
-        assert converter.failure_converter_class is DefaultFailureConverterWithEncodedAttributes
+        assert issubclass(
+            converter.failure_converter_class, DefaultFailureConverterWithEncodedAttributes
+        )
+        assert issubclass(converter.failure_converter_class, FailureConverter)
 
 
 class TestProductionSettings:

@@ -1,0 +1,51 @@
+"""How the engine's failures go to Temporal: as the SDK sends them, but an answer without a stack.
+
+A BENIGN application error (engine._participants: a participant's refusal, an open circuit, a
+full bulkhead) is an answer, not an incident: the saga records its type, message and details,
+and where in the worker it passed says nothing an operator needs. The SDK formats a stack trace
+for every failure, reading each frame's source line; for refusals that was about 3 % of a
+worker's CPU on a mix where three sagas in four are refused (docs/benchmarks.md). Such an
+error is sent without one; every other failure keeps its stack trace.
+"""
+
+from __future__ import annotations
+
+from temporalio.api.failure.v1 import Failure
+from temporalio.converter import (
+    DefaultFailureConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadConverter,
+)
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+
+def _is_answer(exception: BaseException) -> bool:
+    return (
+        isinstance(exception, ApplicationError)
+        and exception.category == ApplicationErrorCategory.BENIGN
+        and exception.__traceback__ is not None
+    )
+
+
+class FailureConverter(DefaultFailureConverter):
+    """The SDK's failure converter; a BENIGN application error goes without its stack trace."""
+
+    def to_failure(
+        self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure
+    ) -> None:
+        if not _is_answer(exception):
+            super().to_failure(exception, payload_converter, failure)
+            return
+        # The SDK formats the traceback it finds: hide it for the conversion only, so that
+        # whoever holds the error (logs, the activity's own handling) still sees it.
+        traceback = exception.__traceback__
+        exception.__traceback__ = None
+        try:
+            super().to_failure(exception, payload_converter, failure)
+        finally:
+            exception.__traceback__ = traceback
+
+
+class SealedFailureConverter(FailureConverter, DefaultFailureConverterWithEncodedAttributes):
+    """The same, with each failure's message and stack trace moved into a payload (sealed by
+    engine._codec's codec)."""
