@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -37,7 +38,7 @@ from engine import (
 )
 from engine._carry import Carry
 from engine._continue import BASE_MEMO, LIMIT_MEMO
-from engine._patches import GENERATION, GENERATION_MEMO
+from engine._patches import GENERATION, GENERATION_MEMO, LOCAL_MEMO
 from engine._projection import read_from_temporal
 from engine._store import SagaStore
 from engine.config import Settings
@@ -181,8 +182,21 @@ degrading = Saga(
     ],
 )
 
+# Local steps on either side of a step that retries across the limit (generation 2 names them
+# in the start memo, which goes along with every run).
+local_across = Saga(
+    "can_local_across",
+    input=Order,
+    steps=[
+        fast(a, undo_a, local=True),
+        Step(c, retriable=True, retry=FAST_FOREVER),
+        Step(d, retriable=True, retry=FAST_FOREVER, local=True),
+    ],
+)
+
 SAGAS = [
     forever,
+    local_across,
     then_refused,
     waiting,
     waiting_long,
@@ -399,6 +413,31 @@ class TestWaitsSurvive:
         # The generation stamp went along with every run, and every run replays.
         handle = limited_dev.client.get_workflow_handle(saga_id)
         assert (await (await handle.describe()).memo())[GENERATION_MEMO] == GENERATION
+        assert await replay_every_run(limited_dev, saga_id) >= 2
+
+    async def test_local_steps_stay_local_in_a_continued_run(self, limited_dev: SagaClient) -> None:
+        saga_id = await start(limited_dev, "can_local_across", transient={"c": 8})
+        state = await limited_dev.settled(saga_id, timeout=120)
+        assert state.status is SagaStatus.COMPLETED
+        assert (await carried(limited_dev.client, saga_id)) is not None
+        assert forward_calls(saga_id, "a") == [1]
+        assert forward_calls(saga_id, "d") == [1]
+        handle = limited_dev.client.get_workflow_handle(saga_id)
+        memo = await (await handle.describe()).memo()
+        assert memo[GENERATION_MEMO] == GENERATION
+        assert memo[LOCAL_MEMO] == {"names": ["a", "d"]}
+        # d ran in the last run, local by the memo it carried: no patch marker, no search
+        # attribute update, no activity task.
+        events = list((await handle.fetch_history()).events)
+        markers = [
+            e.marker_recorded_event_attributes.marker_name
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        ]
+        assert markers == ["core_local_activity"]
+        assert not any(
+            e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES for e in events
+        )
         assert await replay_every_run(limited_dev, saga_id) >= 2
 
     async def test_an_approval_awaited_across_runs(self, limited_dev: SagaClient) -> None:
