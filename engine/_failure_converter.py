@@ -24,7 +24,26 @@ def _is_answer(exception: BaseException) -> bool:
         isinstance(exception, ApplicationError)
         and exception.category == ApplicationErrorCategory.BENIGN
         and exception.__traceback__ is not None
+        and exception.failure is None  # one decoded from Temporal is sent as it came
     )
+
+
+def _without_traceback(error: ApplicationError) -> ApplicationError:
+    """The same answer, never raised: the SDK formats no stack for it. A copy, since a
+    converter must leave what it is given as it was (whoever holds the error still sees
+    where it was raised, and an error object may be shared)."""
+    copy = ApplicationError(
+        error.message,
+        *error.details,
+        type=error.type,
+        non_retryable=error.non_retryable,
+        next_retry_delay=error.next_retry_delay,
+        category=error.category,
+    )
+    copy.__cause__ = error.__cause__
+    copy.__context__ = error.__context__
+    copy.__suppress_context__ = error.__suppress_context__
+    return copy
 
 
 class FailureConverter(DefaultFailureConverter):
@@ -33,17 +52,9 @@ class FailureConverter(DefaultFailureConverter):
     def to_failure(
         self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure
     ) -> None:
-        if not _is_answer(exception):
-            super().to_failure(exception, payload_converter, failure)
-            return
-        # The SDK formats the traceback it finds: hide it for the conversion only, so that
-        # whoever holds the error (logs, the activity's own handling) still sees it.
-        traceback = exception.__traceback__
-        exception.__traceback__ = None
-        try:
-            super().to_failure(exception, payload_converter, failure)
-        finally:
-            exception.__traceback__ = traceback
+        if isinstance(exception, ApplicationError) and _is_answer(exception):
+            exception = _without_traceback(exception)
+        super().to_failure(exception, payload_converter, failure)
 
 
 class SealedFailureConverter(FailureConverter, DefaultFailureConverterWithEncodedAttributes):

@@ -302,8 +302,8 @@ class _Inbound(ActivityInboundInterceptor):
             benign = as_benign(exc)
             if benign is exc:
                 raise
-            # Without the participant's traceback (see as_benign): the failure sent to
-            # Temporal carries only the frames from here up.
+            # Without the participant's traceback (see as_benign); engine._failure_converter
+            # sends a BENIGN failure to Temporal without a stack trace at all.
             raise benign from exc.__cause__
 
 
@@ -314,9 +314,10 @@ def as_benign(exc: ApplicationError) -> ApplicationError:
     activity at debug, without the warning and traceback, and leaves it out of its failure
     metrics. The saga still records the refusal (the attempt's error, the step's span and
     state), since type, message, details and non_retryable are kept. Its traceback is not:
-    where in the participant's client the answer was raised says nothing an operator needs,
-    and formatting it (a file read per frame) was the largest cost of a refused attempt in
-    the worker (docs/benchmarks.md). Anything else, or an error whose raiser chose a category,
+    where in the participant's client the answer was raised says nothing an operator needs
+    (and the engine's failure converter sends a BENIGN failure without a stack trace, which
+    formatting, a file read per frame, was the largest cost of a refused attempt in the
+    worker: docs/benchmarks.md). Anything else, or an error whose raiser chose a category,
     is returned unchanged, traceback and all.
     """
     if not exc.non_retryable or exc.category != ApplicationErrorCategory.UNSPECIFIED:

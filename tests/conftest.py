@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from engine import SagaClient
+from engine._codec import data_converter
 from engine.worker import build_worker
 from tests.support import ledger
 from tests.support.sagas import ALL
@@ -61,7 +61,7 @@ def ledger_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),  # the engine's, as deployed
         dev_server_log_level="error",
     )
     yield env
@@ -72,7 +72,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),  # the engine's, as deployed
     )
     yield env
     await env.shutdown()

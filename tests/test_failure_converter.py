@@ -31,14 +31,16 @@ def converted(error: BaseException, converter: FailureConverter | None = None) -
 def test_a_refusal_goes_without_a_stack_trace_and_keeps_the_rest() -> None:
     refusal = raised(as_benign(ApplicationError("no seats", {"left": 0}, type="Refused",
                                                 non_retryable=True)))  # fmt: skip
+    traceback = refusal.__traceback__
     failure = converted(refusal)
     assert failure.stack_trace == ""
     info = failure.application_failure_info
     assert (failure.message, info.type, info.non_retryable) == ("no seats", "Refused", True)
     assert info.category == ApplicationErrorCategory.BENIGN.value
     assert len(info.details.payloads) == 1
-    # Only the conversion does without it: whoever holds the error still sees where it was.
-    assert refusal.__traceback__ is not None
+    # Only the conversion does without it: the error itself is left as it was.
+    assert traceback is not None
+    assert refusal.__traceback__ is traceback
 
 
 def test_an_incident_keeps_its_stack_trace() -> None:
@@ -66,9 +68,18 @@ def test_the_cause_of_a_failure_is_judged_on_its_own() -> None:
 def test_sealed_failures_do_the_same() -> None:
     refusal = raised(as_benign(ApplicationError("no", type="Refused", non_retryable=True)))
     failure = converted(refusal, SealedFailureConverter())
-    # The message goes into the encoded attributes (sealed by the codec), as before.
+    # The message goes into the encoded attributes (sealed by the codec), with no stack trace.
     assert (failure.message, failure.stack_trace) == ("Encoded failure", "")
-    assert failure.HasField("encoded_attributes")
+    (attributes,) = pydantic_data_converter.payload_converter.from_payloads(
+        [failure.encoded_attributes]
+    )
+    assert attributes["message"] == "no"
+    assert attributes.get("stack_trace", "") == ""
+    incident = converted(raised(ApplicationError("boom")), SealedFailureConverter())
+    (attributes,) = pydantic_data_converter.payload_converter.from_payloads(
+        [incident.encoded_attributes]
+    )
+    assert "in raised" in attributes["stack_trace"]
 
 
 def test_the_engine_converters_use_it() -> None:
