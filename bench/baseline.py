@@ -8,7 +8,10 @@ a local activity, on the store-off worker) and the hand-written workflow with lo
 (Temporal's own fast path, for reference). ``--failures`` makes a quarter of the sagas refuse
 at each step (flight, hotel, charge) and compensate; the rest complete. Every worker runs its
 workflows in Temporal's sandbox, as deployed; ``--unsandboxed`` runs them all outside it (the
-engine's ``SAGAS_WORKFLOW_SANDBOX=false``), to show what the sandbox costs each.
+engine's ``SAGAS_WORKFLOW_SANDBOX=false``), to show what the sandbox costs each. The
+activities refuse with a plain non-retryable ``ApplicationError``, which the engine marks
+BENIGN and the hand-written workflow's SDK logs as a failed activity with its traceback;
+``--benign-refusals`` has them raise it BENIGN, so that neither does.
 
 Two set-ups:
 
@@ -154,12 +157,15 @@ async def main(
     failures: bool = False,
     metrics: bool = False,
     sandbox: bool = True,
+    benign_refusals: bool = False,
 ) -> dict[str, Any]:
     load_modules(["bench.sagas"])
     folder = Path(tempfile.mkdtemp(prefix="sagas-bench-baseline-"))
     server = await start_dev_server()
     address = server.client.service_client.config.target_host
     env = bench_env(folder, server, SAGAS_WORKFLOW_SANDBOX=str(sandbox).lower())
+    if benign_refusals:
+        env["BENCH_BENIGN_REFUSALS"] = "1"
 
     def served() -> dict[str, str]:  # as deployed: the engine's workers serve their metrics
         return {"SAGAS_WORKER_METRICS_PORT": str(free_port())} if metrics else {}
@@ -243,6 +249,7 @@ async def main(
     found = report(throughput, cpu, count=count, concurrency=concurrency, rounds=rounds,
                    alternate=alternate, failures=failures)  # fmt: skip
     found["workflow_sandbox"] = sandbox
+    found["refusals_marked_benign_by_the_activities"] = benign_refusals
     found["server_cpu_ms_per_saga"] = {
         m: round(1000 * server_cpu[m] / (count * rounds), 2) for m in modes
     }
@@ -316,6 +323,12 @@ if __name__ == "__main__":
         "--metrics", action="store_true", help="the engine's workers serve metrics (as deployed)"
     )
     parser.add_argument(
+        "--benign-refusals",
+        action="store_true",
+        help="the activities raise their refusals BENIGN (the hand-written worker's SDK then "
+        "logs them at debug, as the engine's does)",
+    )
+    parser.add_argument(
         "--unsandboxed",
         action="store_true",
         help="every worker outside Temporal's workflow sandbox (SAGAS_WORKFLOW_SANDBOX=false)",
@@ -339,6 +352,7 @@ if __name__ == "__main__":
             failures=options.failures,
             metrics=options.metrics,
             sandbox=not options.unsandboxed,
+            benign_refusals=options.benign_refusals,
         )
     )
     print(json.dumps(result, indent=2))

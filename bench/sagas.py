@@ -6,11 +6,12 @@ The activities do no I/O, so what is measured is the engine, Temporal and the st
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from engine import Approval, Compensation, Saga, Step
 
@@ -24,9 +25,23 @@ class Trip(BaseModel):
     hold_seconds: float = 0.0
 
 
+#: ``bench.baseline --benign-refusals``: the activities mark their refusals BENIGN themselves,
+#: as a hand-written workflow's team may (the engine marks them so either way).
+BENIGN_REFUSALS = os.environ.get("BENCH_BENIGN_REFUSALS") == "1"
+
+
 def _refuse_at(trip: Trip, step: str) -> None:
     if trip.fail_at == step:
-        raise ApplicationError(f"{step} refused", type="Refused", non_retryable=True)
+        raise ApplicationError(
+            f"{step} refused",
+            type="Refused",
+            non_retryable=True,
+            category=(
+                ApplicationErrorCategory.BENIGN
+                if BENIGN_REFUSALS
+                else ApplicationErrorCategory.UNSPECIFIED
+            ),
+        )
 
 
 class Booked(BaseModel):
