@@ -3,6 +3,7 @@ counts, masking, the diagram's colours and the actions a key may take."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from engine import SagaState
 from engine.store import SagaStore
 from tests.support.console import OPS, VIEWER, offline_app, secret
+from tests.support.postgres import create_database
 
 
 def saga(saga_id: str, status: str, steps: list[dict[str, object]], **kw: object) -> SagaState:
@@ -28,9 +30,14 @@ def step(name: str, status: str, **kw: object) -> dict[str, object]:
             "idempotency_key": f"k/{name}", **kw}  # fmt: skip
 
 
-@pytest.fixture
-async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    store = SagaStore(f"sqlite:///{tmp_path / 'sagas.sqlite'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def http(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    # Both stores: the console's queries (what needs a person first, counts, filters) are SQL.
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sagas.sqlite'}"
+    else:
+        url = create_database(request.getfixturevalue("postgres"), f"console_{uuid.uuid4().hex}")
+    store = SagaStore(url)
     store.migrate()
     now = datetime.now(UTC)
     wait = {"participant": "bank", "reason": "circuit_open", "since": now,
