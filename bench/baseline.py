@@ -163,9 +163,12 @@ async def main(
     folder = Path(tempfile.mkdtemp(prefix="sagas-bench-baseline-"))
     server = await start_dev_server()
     address = server.client.service_client.config.target_host
-    env = bench_env(folder, server, SAGAS_WORKFLOW_SANDBOX=str(sandbox).lower())
-    if benign_refusals:
-        env["BENCH_BENIGN_REFUSALS"] = "1"
+    env = bench_env(
+        folder,
+        server,
+        SAGAS_WORKFLOW_SANDBOX=str(sandbox).lower(),
+        BENCH_BENIGN_REFUSALS="1" if benign_refusals else "0",  # read by bench.sagas
+    )
 
     def served() -> dict[str, str]:  # as deployed: the engine's workers serve their metrics
         return {"SAGAS_WORKER_METRICS_PORT": str(free_port())} if metrics else {}

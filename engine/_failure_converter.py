@@ -10,6 +10,8 @@ error is sent without one; every other failure keeps its stack trace.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 from temporalio.api.failure.v1 import Failure
 from temporalio.converter import (
     DefaultFailureConverter,
@@ -19,7 +21,20 @@ from temporalio.converter import (
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 
-def _is_answer(exception: BaseException) -> bool:
+def replica(error: ApplicationError, *, category: ApplicationErrorCategory) -> ApplicationError:
+    """``error`` again, never raised (so without a traceback), with ``category``: the same
+    message, details, type, retry decision and delay."""
+    return ApplicationError(
+        error.message,
+        *error.details,
+        type=error.type,
+        non_retryable=error.non_retryable,
+        next_retry_delay=error.next_retry_delay,
+        category=category,
+    )
+
+
+def _is_answer(exception: BaseException) -> TypeGuard[ApplicationError]:
     return (
         isinstance(exception, ApplicationError)
         and exception.category == ApplicationErrorCategory.BENIGN
@@ -29,17 +44,10 @@ def _is_answer(exception: BaseException) -> bool:
 
 
 def _without_traceback(error: ApplicationError) -> ApplicationError:
-    """The same answer, never raised: the SDK formats no stack for it. A copy, since a
-    converter must leave what it is given as it was (whoever holds the error still sees
-    where it was raised, and an error object may be shared)."""
-    copy = ApplicationError(
-        error.message,
-        *error.details,
-        type=error.type,
-        non_retryable=error.non_retryable,
-        next_retry_delay=error.next_retry_delay,
-        category=error.category,
-    )
+    """The same answer, with its causes, never raised: the SDK formats no stack for it. A
+    copy, since a converter must leave what it is given as it was (whoever holds the error
+    still sees where it was raised, and an error object may be shared)."""
+    copy = replica(error, category=error.category)
     copy.__cause__ = error.__cause__
     copy.__context__ = error.__context__
     copy.__suppress_context__ = error.__suppress_context__
@@ -52,7 +60,7 @@ class FailureConverter(DefaultFailureConverter):
     def to_failure(
         self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure
     ) -> None:
-        if isinstance(exception, ApplicationError) and _is_answer(exception):
+        if _is_answer(exception):
             exception = _without_traceback(exception)
         super().to_failure(exception, payload_converter, failure)
 

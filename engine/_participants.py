@@ -45,6 +45,7 @@ from temporalio.worker import (
 
 from engine._breaker import Breaker, CircuitState, Transition
 from engine._errors import SagaDefinitionError
+from engine._failure_converter import replica
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -322,15 +323,7 @@ def as_benign(exc: ApplicationError) -> ApplicationError:
     """
     if not exc.non_retryable or exc.category != ApplicationErrorCategory.UNSPECIFIED:
         return exc
-    marked = ApplicationError(
-        exc.message,
-        *exc.details,
-        type=exc.type,
-        non_retryable=True,
-        next_retry_delay=exc.next_retry_delay,
-        category=ApplicationErrorCategory.BENIGN,
-    )
-    return marked
+    return replica(exc, category=ApplicationErrorCategory.BENIGN)
 
 
 def activity_participants(sagas: Sequence[Any]) -> dict[str, str]:

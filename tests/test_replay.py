@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,5 @@ async def test_histories_recorded_by_earlier_engines_replay(recorded: Path) -> N
 
 def test_there_are_recorded_histories() -> None:
     # Each engine's set whole: losing a folder, or a path of it, must not go unnoticed.
-    per_folder = {p.parent.name: 0 for p in RECORDED}
-    for path in RECORDED:
-        per_folder[path.parent.name] += 1
+    per_folder = Counter(path.parent.name for path in RECORDED)
     assert per_folder == {"0147ca1": 11, "347be2c": 9, "9585717": 10}
