@@ -101,12 +101,18 @@ async def one_round(
 
 
 def start_handwritten(
-    address: str, env: dict[str, str], log: Path, *, sandbox: bool = True
+    address: str,
+    env: dict[str, str],
+    log: Path,
+    *,
+    sandbox: bool = True,
+    pollers: str | None = None,
 ) -> subprocess.Popen[bytes]:
     with log.open("w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "bench.handwritten", "--address", address,
-             "--task-queue", "bench-handwritten", *([] if sandbox else ["--unsandboxed"])],
+             "--task-queue", "bench-handwritten", *([] if sandbox else ["--unsandboxed"]),
+             *(["--pollers", pollers] if pollers else [])],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -158,6 +164,7 @@ async def main(
     metrics: bool = False,
     sandbox: bool = True,
     benign_refusals: bool = False,
+    handwritten_pollers: str | None = None,
 ) -> dict[str, Any]:
     load_modules(["bench.sagas"])
     folder = Path(tempfile.mkdtemp(prefix="sagas-bench-baseline-"))
@@ -177,7 +184,7 @@ async def main(
     workers: dict[str, subprocess.Popen[bytes]] = {}
     if "handwritten" in needed:
         workers["handwritten"] = start_handwritten(
-            address, env, folder / "handwritten.log", sandbox=sandbox
+            address, env, folder / "handwritten.log", sandbox=sandbox, pollers=handwritten_pollers
         )
     if "engine" in needed:
         workers["engine"] = spawn(
@@ -253,6 +260,10 @@ async def main(
                    alternate=alternate, failures=failures)  # fmt: skip
     found["workflow_sandbox"] = sandbox
     found["refusals_marked_benign_by_the_activities"] = benign_refusals
+    found["workflow_task_pollers"] = {
+        "engine": env.get("SAGAS_WORKFLOW_TASK_POLLERS", "auto"),
+        "handwritten": handwritten_pollers or "the SDK's default (5, one on the task queue)",
+    }
     found["server_cpu_ms_per_saga"] = {
         m: round(1000 * server_cpu[m] / (count * rounds), 2) for m in modes
     }
@@ -336,6 +347,11 @@ if __name__ == "__main__":
         action="store_true",
         help="every worker outside Temporal's workflow sandbox (SAGAS_WORKFLOW_SANDBOX=false)",
     )
+    parser.add_argument(
+        "--handwritten-pollers",
+        help="the hand-written worker's polls for workflow tasks: auto or a number (default: "
+        "the SDK's); the engine's workers read SAGAS_WORKFLOW_TASK_POLLERS (default: auto)",
+    )
     options = parser.parse_args()
     chosen = (
         tuple(m.strip() for m in options.modes.split(","))
@@ -356,6 +372,7 @@ if __name__ == "__main__":
             metrics=options.metrics,
             sandbox=not options.unsandboxed,
             benign_refusals=options.benign_refusals,
+            handwritten_pollers=options.handwritten_pollers,
         )
     )
     print(json.dumps(result, indent=2))

@@ -17,7 +17,12 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import FailureError
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import (
+    PollerBehaviorAutoscaling,
+    PollerBehaviorSimpleMaximum,
+    UnsandboxedWorkflowRunner,
+    Worker,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 with workflow.unsafe.imports_passed_through():
@@ -106,8 +111,15 @@ class HandwrittenWaiting:
         self.approved = approved
 
 
-async def serve(address: str, task_queue: str, *, sandbox: bool = True) -> None:
+async def serve(
+    address: str, task_queue: str, *, sandbox: bool = True, pollers: str | None = None
+) -> None:
     client = await Client.connect(address, data_converter=pydantic_data_converter)
+    polls: dict[str, Any] = {}  # None: the SDK's default (a fixed 5, one on the task queue)
+    if pollers == "auto":
+        polls["workflow_task_poller_behavior"] = PollerBehaviorAutoscaling()
+    elif pollers:
+        polls["workflow_task_poller_behavior"] = PollerBehaviorSimpleMaximum(int(pollers))
     worker = Worker(
         client,
         task_queue=task_queue,
@@ -116,6 +128,7 @@ async def serve(address: str, task_queue: str, *, sandbox: bool = True) -> None:
         max_concurrent_activities=100,
         max_concurrent_workflow_tasks=100,
         workflow_runner=SandboxedWorkflowRunner() if sandbox else UnsandboxedWorkflowRunner(),
+        **polls,
     )
     async with worker:
         print("ready", flush=True)
@@ -127,5 +140,13 @@ if __name__ == "__main__":
     parser.add_argument("--address", required=True)
     parser.add_argument("--task-queue", required=True)
     parser.add_argument("--unsandboxed", action="store_true", help="outside the sandbox")
+    parser.add_argument("--pollers", help="polls for workflow tasks: auto or a number")
     options = parser.parse_args()
-    asyncio.run(serve(options.address, options.task_queue, sandbox=not options.unsandboxed))
+    asyncio.run(
+        serve(
+            options.address,
+            options.task_queue,
+            sandbox=not options.unsandboxed,
+            pollers=options.pollers,
+        )
+    )

@@ -193,6 +193,7 @@ async def run_worker(settings: Settings, sagas: Sequence[SagaDefinition[Any]]) -
         store=store,
         sandbox=settings.workflow_sandbox,
         outage=outage_policy(settings, settings.max_concurrent_activities),
+        workflow_task_pollers=settings.workflow_task_pollers,
     )
     names = ", ".join(s.name for s in sagas) or "none (no saga definitions found)"
     typer.echo(f"worker     task queue {settings.task_queue!r} on {connection.describe()}")

@@ -90,6 +90,24 @@ class Settings(BaseSettings):
     temporal_host: str = "127.0.0.1"
     max_concurrent_activities: int = Field(default=100, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
+    # How many polls for workflow tasks a worker keeps open: "auto" lets the server's feedback
+    # scale them (Temporal's recommended setting, from server 1.28), a number is a fixed
+    # maximum. A saga of local steps does all its work in its first workflow task, which is
+    # polled from the task queue itself: Temporal's fixed default leaves one poll there (and
+    # four for the worker's sticky queue), and that one poll caps such sagas (docs/benchmarks.md).
+    workflow_task_pollers: Literal["auto"] | int = "auto"
+
+    @field_validator("workflow_task_pollers", mode="before")
+    @classmethod
+    def _auto_or_a_number(cls, value: object) -> object:
+        # Checked here, so that an error names the setting once (not once per kind of union).
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if not text.isdigit() or not 2 <= int(text) <= 1000:
+            raise ValueError(f"{value!r}: 'auto' or a number of polls from 2 to 1000")
+        return int(text)
+
     # Workflows kept in memory between tasks; 0 replays the history for every task (slow, but
     # the strictest test of determinism and of telemetry that must not repeat on replay).
     max_cached_workflows: int = Field(default=1000, ge=0)

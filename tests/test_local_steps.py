@@ -17,10 +17,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum
 
 from engine import (
     Compensation,
@@ -36,6 +37,7 @@ from engine import (
     step_info,
 )
 from engine._participants import as_benign
+from engine.config import Settings, settings_problems
 from engine.worker import OutagePolicy, build_replayer, build_worker
 from tests.support.generation import polled
 
@@ -265,6 +267,49 @@ async def test_the_guard_covers_local_activities(dev_env: WorkflowEnvironment) -
     assert step.status is StepStatus.SUCCEEDED
     assert step.attempts == 3
     assert [name for name, *_ in SEEN[saga_id]] == ["a", "a"]
+
+
+async def test_a_worker_polls_for_workflow_tasks_as_set(dev_env: WorkflowEnvironment) -> None:
+    # Temporal's fixed default keeps one poll on the task queue, where a saga of local steps
+    # does all its work; the engine's default lets the server's feedback scale the polls.
+    client = dev_env.client
+
+    def polls(**options: Any) -> Any:  # a queue of its own: the SDK registers each worker
+        queue = f"local-{uuid.uuid4()}"
+        worker = build_worker(client, task_queue=queue, sagas=[local_saga], **options)
+        return worker, worker.config()["workflow_task_poller_behavior"]
+
+    assert isinstance(polls()[1], PollerBehaviorAutoscaling)
+    fixed, behaviour = polls(workflow_task_pollers=12)
+    assert behaviour == PollerBehaviorSimpleMaximum(12)
+    # The SDK's own options, when given, win.
+    chosen = PollerBehaviorSimpleMaximum(3)
+    assert polls(workflow_task_poller_behavior=chosen)[1] is chosen
+    older, behaviour = polls(max_concurrent_workflow_task_polls=4)
+    assert behaviour == PollerBehaviorSimpleMaximum(5)  # the SDK's default: the older rules
+    assert older.config()["max_concurrent_workflow_task_polls"] == 4
+    async with fixed:  # a fixed number runs sagas as well
+        queue = fixed.task_queue
+        await polled(client, queue)
+        sagas = SagaClient(client, task_queue=queue)
+        saga_id = await sagas.start("l_local", {"n": 1})
+        state = await asyncio.wait_for(sagas.result(saga_id), timeout=60)
+    assert state.status is SagaStatus.COMPLETED
+
+
+def test_the_pollers_setting_is_auto_or_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().workflow_task_pollers == "auto"
+    monkeypatch.setenv("SAGAS_WORKFLOW_TASK_POLLERS", "12")
+    assert Settings().workflow_task_pollers == 12
+    monkeypatch.setenv("SAGAS_WORKFLOW_TASK_POLLERS", "Auto")
+    assert Settings().workflow_task_pollers == "auto"
+    for bad in ("1", "many", "-3", "2.5", "1001"):
+        monkeypatch.setenv("SAGAS_WORKFLOW_TASK_POLLERS", bad)
+        with pytest.raises(ValidationError) as refused:
+            Settings()
+        assert settings_problems(refused.value) == (
+            f"SAGAS_WORKFLOW_TASK_POLLERS: {bad!r}: 'auto' or a number of polls from 2 to 1000"
+        )
 
 
 def test_a_local_step_cannot_heartbeat() -> None:
