@@ -135,8 +135,9 @@ def poller_behavior(pollers: int | Literal["auto"]) -> PollerBehavior:
 
     Temporal's own default is a fixed five polls, one of them on the task queue and four on the
     worker's sticky queue. A saga's first workflow task always comes from the task queue, and a
-    saga of local steps does all its work there, so that one poll caps how many such sagas a
-    worker takes up (bench/baseline.py: 1.45x the hand-written saga, 1.6x with "auto").
+    saga of local steps does all its work there, so a few polls there cap how many such sagas
+    a worker takes up (bench/baseline.py, local steps against the hand-written saga: 1.45x
+    with one poll there or five, 1.6x with twenty or "auto"; docs/benchmarks.md).
     """
     if pollers == "auto":
         return PollerBehaviorAutoscaling()

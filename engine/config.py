@@ -91,10 +91,11 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=100, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
     # How many polls for workflow tasks a worker keeps open: "auto" lets the server's feedback
-    # scale them (Temporal's recommended setting, from server 1.28), a number is a fixed
-    # maximum. A saga of local steps does all its work in its first workflow task, which is
-    # polled from the task queue itself: Temporal's fixed default leaves one poll there (and
-    # four for the worker's sticky queue), and that one poll caps such sagas (docs/benchmarks.md).
+    # scale them (Temporal's recommended setting; it needs server 1.28 or later, so set a
+    # number for an older one), a number is a fixed maximum. A saga of local steps does all
+    # its work in its first workflow task, which is polled from the task queue itself:
+    # Temporal's fixed default leaves one poll there (four go to the worker's sticky queue),
+    # and a few polls there cap such sagas (docs/benchmarks.md).
     workflow_task_pollers: Literal["auto"] | int = "auto"
 
     @field_validator("workflow_task_pollers", mode="before")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import uuid
 from collections import defaultdict
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum
+from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum, Worker
 
 from engine import (
     Compensation,
@@ -286,7 +287,8 @@ async def test_a_worker_polls_for_workflow_tasks_as_set(dev_env: WorkflowEnviron
     chosen = PollerBehaviorSimpleMaximum(3)
     assert polls(workflow_task_poller_behavior=chosen)[1] is chosen
     older, behaviour = polls(max_concurrent_workflow_task_polls=4)
-    assert behaviour == PollerBehaviorSimpleMaximum(5)  # the SDK's default: the older rules
+    sdks_default = inspect.signature(Worker).parameters["workflow_task_poller_behavior"].default
+    assert behaviour == sdks_default  # the older option rules (it overrides the behaviour)
     assert older.config()["max_concurrent_workflow_task_polls"] == 4
     async with fixed:  # a fixed number runs sagas as well
         queue = fixed.task_queue
