@@ -319,6 +319,13 @@ def report(
     return out
 
 
+def polls(value: str) -> str:
+    """A ``--handwritten-pollers`` value: auto or a number of polls (2 or more)."""
+    if value != "auto" and not (value.isascii() and value.isdigit() and int(value) >= 2):
+        raise argparse.ArgumentTypeError(f"{value!r}: auto or a number of polls, 2 or more")
+    return value
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sagas", type=int, default=150)
@@ -349,6 +356,7 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--handwritten-pollers",
+        type=polls,
         help="the hand-written worker's polls for workflow tasks: auto or a number (default: "
         "the SDK's); the engine's workers read SAGAS_WORKFLOW_TASK_POLLERS (default: auto)",
     )

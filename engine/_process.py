@@ -175,6 +175,20 @@ async def serve_worker_endpoint(
         yield f"metrics    {url}/metrics (health: {url}/healthz, {url}/readyz)"
 
 
+def worker_tuning(settings: Settings) -> dict[str, Any]:
+    """``build_worker``'s options from the settings: slots, cache, shutdown, sandbox, outages,
+    polls."""
+    return {
+        "max_concurrent_activities": settings.max_concurrent_activities,
+        "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
+        "max_cached_workflows": settings.max_cached_workflows,
+        "graceful_shutdown_timeout": timedelta(seconds=settings.worker_shutdown_seconds),
+        "sandbox": settings.workflow_sandbox,
+        "outage": outage_policy(settings, settings.max_concurrent_activities),
+        "workflow_task_pollers": settings.workflow_task_pollers,
+    }
+
+
 async def run_worker(settings: Settings, sagas: Sequence[SagaDefinition[Any]]) -> None:
     """A worker for ``sagas`` until Ctrl-C or SIGTERM, then a graceful shutdown."""
     tracing = start_tracing("sagas-worker")
@@ -186,14 +200,8 @@ async def run_worker(settings: Settings, sagas: Sequence[SagaDefinition[Any]]) -
         client,
         task_queue=settings.task_queue,
         sagas=sagas,
-        max_concurrent_activities=settings.max_concurrent_activities,
-        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
-        max_cached_workflows=settings.max_cached_workflows,
-        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
         store=store,
-        sandbox=settings.workflow_sandbox,
-        outage=outage_policy(settings, settings.max_concurrent_activities),
-        workflow_task_pollers=settings.workflow_task_pollers,
+        **worker_tuning(settings),
     )
     names = ", ".join(s.name for s in sagas) or "none (no saga definitions found)"
     typer.echo(f"worker     task queue {settings.task_queue!r} on {connection.describe()}")

@@ -81,8 +81,10 @@ def build_worker(
     callable of a saga definition from doing I/O or reading the clock (it must not).
     ``outage`` sets the participants' circuit breakers and bulkheads (default: from the
     settings, see :func:`outage_policy`). ``workflow_task_pollers``: how many polls for
-    workflow tasks stay open, "auto" (scaled by the server's feedback) or a fixed maximum;
-    a ``workflow_task_poller_behavior`` among ``worker_options`` overrides it.
+    workflow tasks stay open, "auto" (scaled by the server's feedback) or a fixed maximum
+    (``sagas worker`` passes ``SAGAS_WORKFLOW_TASK_POLLERS``); a ``workflow_task_poller_behavior``
+    or the SDK's older ``max_concurrent_workflow_task_polls`` among ``worker_options`` overrides
+    it.
     """
     _registry.register(*sagas)
     activities = saga_activities(sagas) + list(extra_activities)
@@ -106,7 +108,7 @@ def build_worker(
         plugins.append(projection_plugin(Projector(store, client, task_queue)))
     # The generation it runs, for the clients' GenerationGate.
     identity = worker_identity(worker_options.pop("identity", None) or client.identity)
-    if "max_concurrent_workflow_task_polls" not in worker_options:  # the SDK's older option
+    if not worker_options.get("max_concurrent_workflow_task_polls"):  # the SDK's older option
         worker_options.setdefault(
             "workflow_task_poller_behavior", poller_behavior(workflow_task_pollers)
         )

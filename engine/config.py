@@ -8,6 +8,7 @@ not start without API keys (workers and the CLI need none).
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -91,8 +92,8 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=100, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
     # How many polls for workflow tasks a worker keeps open: "auto" lets the server's feedback
-    # scale them (Temporal's recommended setting; it needs server 1.28 or later, so set a
-    # number for an older one), a number is a fixed maximum. A saga of local steps does all
+    # scale them (Temporal's recommended setting; the scaling needs server 1.28 or later), a
+    # number is a fixed maximum. A saga of local steps does all
     # its work in its first workflow task, which is polled from the task queue itself:
     # Temporal's fixed default leaves one poll there (four go to the worker's sticky queue),
     # and a few polls there cap such sagas (docs/benchmarks.md).
@@ -105,8 +106,8 @@ class Settings(BaseSettings):
         text = str(value).strip().lower()
         if text == "auto":
             return "auto"
-        if not text.isdigit() or not 2 <= int(text) <= 1000:
-            raise ValueError(f"{value!r}: 'auto' or a number of polls from 2 to 1000")
+        if not re.fullmatch(r"[0-9]{1,4}", text) or not 2 <= int(text) <= 1000:
+            raise ValueError("'auto' or a number of polls from 2 to 1000")  # not the input
         return int(text)
 
     # Workflows kept in memory between tasks; 0 replays the history for every task (slow, but

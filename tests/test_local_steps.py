@@ -38,6 +38,7 @@ from engine import (
     step_info,
 )
 from engine._participants import as_benign
+from engine._process import worker_tuning
 from engine.config import Settings, settings_problems
 from engine.worker import OutagePolicy, build_replayer, build_worker
 from tests.support.generation import polled
@@ -300,17 +301,20 @@ async def test_a_worker_polls_for_workflow_tasks_as_set(dev_env: WorkflowEnviron
 
 
 def test_the_pollers_setting_is_auto_or_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings().workflow_task_pollers == "auto"
-    monkeypatch.setenv("SAGAS_WORKFLOW_TASK_POLLERS", "12")
-    assert Settings().workflow_task_pollers == 12
-    monkeypatch.setenv("SAGAS_WORKFLOW_TASK_POLLERS", "Auto")
-    assert Settings().workflow_task_pollers == "auto"
-    for bad in ("1", "many", "-3", "2.5", "1001"):
+    monkeypatch.delenv("SAGAS_WORKFLOW_TASK_POLLERS", raising=False)
+    assert Settings(_env_file=None).workflow_task_pollers == "auto"
+    for given, read in (("12", 12), (" 12 ", 12), ("Auto", "auto")):
+        monkeypatch.setenv("SAGAS_WORKFLOW_TASK_POLLERS", given)
+        settings = Settings(_env_file=None)
+        assert settings.workflow_task_pollers == read
+        # What ``sagas worker`` hands to build_worker.
+        assert worker_tuning(settings)["workflow_task_pollers"] == read
+    for bad in ("1", "many", "-3", "2.5", "1001", "\u00b2", "\u0663", ""):
         monkeypatch.setenv("SAGAS_WORKFLOW_TASK_POLLERS", bad)
         with pytest.raises(ValidationError) as refused:
-            Settings()
+            Settings(_env_file=None)
         assert settings_problems(refused.value) == (
-            f"SAGAS_WORKFLOW_TASK_POLLERS: {bad!r}: 'auto' or a number of polls from 2 to 1000"
+            "SAGAS_WORKFLOW_TASK_POLLERS: 'auto' or a number of polls from 2 to 1000"
         )
 
 
