@@ -186,6 +186,7 @@ def worker_tuning(settings: Settings) -> dict[str, Any]:
         "sandbox": settings.workflow_sandbox,
         "outage": outage_policy(settings, settings.max_concurrent_activities),
         "workflow_task_pollers": settings.workflow_task_pollers,
+        "activity_task_pollers": settings.activity_task_pollers,
     }
 
 

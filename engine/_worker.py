@@ -69,6 +69,7 @@ def build_worker(
     sandbox: bool = True,
     outage: OutagePolicy | None = None,
     workflow_task_pollers: int | Literal["auto"] = "auto",
+    activity_task_pollers: int | Literal["auto"] = 5,
     **worker_options: Any,
 ) -> Worker:
     """A worker for ``sagas``: the generic saga workflow plus every activity the sagas call.
@@ -84,7 +85,7 @@ def build_worker(
     workflow tasks stay open, "auto" (scaled by the server's feedback) or a fixed maximum
     (``sagas worker`` passes ``SAGAS_WORKFLOW_TASK_POLLERS``); a ``workflow_task_poller_behavior``
     or the SDK's older ``max_concurrent_workflow_task_polls`` among ``worker_options`` overrides
-    it.
+    it. ``activity_task_pollers`` is the same for activity tasks.
     """
     _registry.register(*sagas)
     activities = saga_activities(sagas) + list(extra_activities)
@@ -112,6 +113,10 @@ def build_worker(
         worker_options.setdefault(
             "workflow_task_poller_behavior", poller_behavior(workflow_task_pollers)
         )
+    if not worker_options.get("max_concurrent_activity_task_polls"):
+        worker_options.setdefault(
+            "activity_task_poller_behavior", poller_behavior(activity_task_pollers)
+        )
     return Worker(
         client,
         task_queue=task_queue,
@@ -133,7 +138,7 @@ def build_worker(
 
 
 def poller_behavior(pollers: int | Literal["auto"]) -> PollerBehavior:
-    """Temporal's poller behaviour for a worker's ``workflow_task_pollers`` setting.
+    """Temporal's poller behaviour for a worker's ``workflow_task_pollers`` (or activity) setting.
 
     Temporal's own default is a fixed five polls, one of them on the task queue and four on the
     worker's sticky queue. A saga's first workflow task always comes from the task queue, and a

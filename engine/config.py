@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -93,21 +94,25 @@ class Settings(BaseSettings):
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
     # How many polls for workflow tasks a worker keeps open: "auto" lets the server's feedback
     # scale them (Temporal's recommended setting; the scaling needs server 1.28 or later), a
-    # number is a fixed maximum. A saga of local steps does all
-    # its work in its first workflow task, which is polled from the task queue itself:
-    # Temporal's fixed default leaves one poll there (four go to the worker's sticky queue),
-    # and a few polls there cap such sagas (docs/benchmarks.md).
+    # number is a fixed maximum. A saga of local steps does all its work in its first
+    # workflow task, which is polled from the task queue itself: Temporal's fixed default
+    # leaves one poll there (four go to the worker's sticky queue), and a few polls there cap
+    # such sagas (docs/benchmarks.md).
     workflow_task_pollers: Literal["auto"] | int = "auto"
+    # The same for activity tasks (regular steps); Temporal's default is a fixed 5.
+    activity_task_pollers: Literal["auto"] | int = 5
 
-    @field_validator("workflow_task_pollers", mode="before")
+    @field_validator("workflow_task_pollers", "activity_task_pollers", mode="before")
     @classmethod
-    def _auto_or_a_number(cls, value: object) -> object:
+    def _auto_or_a_number(cls, value: object, info: ValidationInfo) -> object:
         # Checked here, so that an error names the setting once (not once per kind of union).
+        least = 2 if info.field_name == "workflow_task_pollers" else 1  # Temporal's minimums
         text = str(value).strip().lower()
         if text == "auto":
             return "auto"
-        if not re.fullmatch(r"[0-9]{1,4}", text) or not 2 <= int(text) <= 1000:
-            raise ValueError("'auto' or a number of polls from 2 to 1000")  # not the input
+        if not re.fullmatch(r"[0-9]{1,4}", text) or not least <= int(text) <= 1000:
+            # Not the input: settings errors never repeat what they were given.
+            raise ValueError(f"'auto' or a number of polls from {least} to 1000")
         return int(text)
 
     # Workflows kept in memory between tasks; 0 replays the history for every task (slow, but

@@ -291,6 +291,11 @@ async def test_a_worker_polls_for_workflow_tasks_as_set(dev_env: WorkflowEnviron
     sdks_default = inspect.signature(Worker).parameters["workflow_task_poller_behavior"].default
     assert behaviour == sdks_default  # the older option rules (it overrides the behaviour)
     assert older.config()["max_concurrent_workflow_task_polls"] == 4
+    # Activity tasks the same way.
+    activities = build_worker(
+        client, task_queue=f"local-{uuid.uuid4()}", sagas=[local_saga], activity_task_pollers=7
+    )
+    assert activities.config()["activity_task_poller_behavior"] == PollerBehaviorSimpleMaximum(7)
     async with fixed:  # a fixed number runs sagas as well
         queue = fixed.task_queue
         await polled(client, queue)
@@ -300,21 +305,29 @@ async def test_a_worker_polls_for_workflow_tasks_as_set(dev_env: WorkflowEnviron
     assert state.status is SagaStatus.COMPLETED
 
 
-def test_the_pollers_setting_is_auto_or_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SAGAS_WORKFLOW_TASK_POLLERS", raising=False)
-    assert Settings(_env_file=None).workflow_task_pollers == "auto"
-    for given, read in (("12", 12), (" 12 ", 12), ("Auto", "auto")):
-        monkeypatch.setenv("SAGAS_WORKFLOW_TASK_POLLERS", given)
+@pytest.mark.parametrize(
+    ("setting", "least"), [("workflow_task_pollers", 2), ("activity_task_pollers", 1)]
+)
+def test_the_pollers_settings_are_auto_or_a_number(
+    monkeypatch: pytest.MonkeyPatch, setting: str, least: int
+) -> None:
+    variable = f"SAGAS_{setting.upper()}"
+    monkeypatch.delenv(variable, raising=False)
+    default = getattr(Settings(_env_file=None), setting)
+    assert default == Settings.model_fields[setting].default
+    assert worker_tuning(Settings(_env_file=None))[setting] == default
+    for given, read in (("12", 12), (" 12 ", 12), ("Auto", "auto"), (str(least), least)):
+        monkeypatch.setenv(variable, given)
         settings = Settings(_env_file=None)
-        assert settings.workflow_task_pollers == read
+        assert getattr(settings, setting) == read
         # What ``sagas worker`` hands to build_worker.
-        assert worker_tuning(settings)["workflow_task_pollers"] == read
-    for bad in ("1", "many", "-3", "2.5", "1001", "\u00b2", "\u0663", ""):
-        monkeypatch.setenv("SAGAS_WORKFLOW_TASK_POLLERS", bad)
+        assert worker_tuning(settings)[setting] == read
+    for bad in (str(least - 1), "many", "-3", "2.5", "1001", "\u00b2", "\u0663", ""):
+        monkeypatch.setenv(variable, bad)
         with pytest.raises(ValidationError) as refused:
             Settings(_env_file=None)
         assert settings_problems(refused.value) == (
-            "SAGAS_WORKFLOW_TASK_POLLERS: 'auto' or a number of polls from 2 to 1000"
+            f"{variable}: 'auto' or a number of polls from {least} to 1000"
         )
 
 
