@@ -8,8 +8,9 @@ its own. Temporal lists the pollers of the last few minutes: during a rolling up
 worker of an older generation still polls, and for a few minutes after, sagas start with that
 generation's stamp, or none (a worker that names no generation), as before. This gate is
 the only protection: an older worker that took a stamped saga would record a first memo update
-that no newer worker replays. (Temporal lists the pollers of a task queue's root partition; a
-worker polls every partition in turn, so one that polls at all shows there soon after it starts.)
+that no newer worker replays. (Temporal's default description of a task queue lists the
+pollers of its root partition only, where a worker may not show for minutes: the gate asks for
+the description of every partition as well, see workflow_pollers.)
 
 The answer is kept for a while (a minute when it is this engine's generation, a few seconds
 when older), so that starts do not each cost a round trip to Temporal.
@@ -24,7 +25,7 @@ from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
-from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.enums.v1 import DescribeTaskQueueMode, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
@@ -107,13 +108,46 @@ class GenerationGate:
 async def workflow_pollers(
     client: Client, task_queue: str, rpc_timeout: timedelta | None = None
 ) -> list[str]:
-    """The identities of the workers that polled ``task_queue`` for workflow tasks lately."""
-    described = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    """The identities of the workers that polled ``task_queue`` for workflow tasks lately.
+
+    Temporal's default answer lists the pollers of the queue's root partition only. A worker
+    whose polls wait on another partition may stay out of it for minutes: found with a worker
+    of Temporal's fixed five polls beside one whose polls are autoscaled (engine._worker), in
+    three tries of eight. The enhanced answer (deprecated by Temporal, still served) gathers
+    every partition, so both are asked and their workers joined; a server that no longer gives
+    the enhanced answer leaves the default one.
+    """
+    service = client.workflow_service
+    root, every = await asyncio.gather(
+        service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            ),
+            timeout=rpc_timeout,
         ),
-        timeout=rpc_timeout,
+        service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                api_mode=DescribeTaskQueueMode.DESCRIBE_TASK_QUEUE_MODE_ENHANCED,
+                task_queue_types=[TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW],
+                report_pollers=True,
+            ),
+            timeout=rpc_timeout,
+        ),
+        return_exceptions=True,
     )
-    return [poller.identity for poller in described.pollers]
+    if isinstance(root, BaseException):
+        raise root
+    identities = [poller.identity for poller in root.pollers]
+    if isinstance(every, RPCError):
+        _log.debug("no enhanced description of %s: %s", task_queue, every)
+    elif isinstance(every, BaseException):
+        raise every
+    else:
+        for version in every.versions_info.values():
+            for kind in version.types_info.values():
+                identities += [p.identity for p in kind.pollers if p.identity not in identities]
+    return identities

@@ -207,7 +207,10 @@ async def start_beside(
 ) -> tuple[SagaClient, str, Any, list[Any]]:
     """Start a refused saga through the engine's client while a worker of this engine and one
     whose identity says ``generation`` (0: an older engine's, naming none) both poll; return
-    the client, the saga's id, its final state and its history's events."""
+    the client, the saga's id, its final state and its history's events. The newer worker's
+    polls are autoscaled (the engine's default) and the older one's are Temporal's fixed five:
+    then the older worker is often missing from the root partition's pollers, and only the
+    description of every partition (engine._generation_gate.workflow_pollers) shows it."""
     task_queue = f"generation-{generation}-{uuid.uuid4()}"
     newer = build_worker(dev_env.client, task_queue=task_queue, sagas=SAGAS)
     # Its own connection: one client takes one worker per task queue.
