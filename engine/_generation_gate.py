@@ -10,7 +10,8 @@ generation's stamp, or none (a worker that names no generation), as before. This
 the only protection: an older worker that took a stamped saga would record a first memo update
 that no newer worker replays. (Temporal's default description of a task queue lists the
 pollers of its root partition only, where a worker may not show for minutes: the gate asks for
-the description of every partition as well, see workflow_pollers.)
+the description of every partition as well, see workflow_pollers; a server that does not give
+it leaves the root partition's list, with a warning.)
 
 The answer is kept for a while (a minute when it is this engine's generation, a few seconds
 when older), so that starts do not each cost a round trip to Temporal.
@@ -105,6 +106,17 @@ class GenerationGate:
         return min([*generations, GENERATION]) if generations else 0
 
 
+#: What a server answers that does not give the enhanced description (deprecated by Temporal).
+_NOT_SERVED = frozenset(
+    {
+        RPCStatusCode.INVALID_ARGUMENT,
+        RPCStatusCode.UNIMPLEMENTED,
+        RPCStatusCode.FAILED_PRECONDITION,
+    }
+)
+_root_only_warned = False
+
+
 async def workflow_pollers(
     client: Client, task_queue: str, rpc_timeout: timedelta | None = None
 ) -> list[str]:
@@ -114,9 +126,11 @@ async def workflow_pollers(
     whose polls wait on another partition may stay out of it for minutes: found with a worker
     of Temporal's fixed five polls beside one whose polls are autoscaled (engine._worker), in
     three tries of eight. The enhanced answer (deprecated by Temporal, still served) gathers
-    every partition, so both are asked and their workers joined; a server that no longer gives
-    the enhanced answer leaves the default one.
+    every partition, so both are asked and their workers joined. A server that does not give
+    the enhanced answer leaves the default one (with a warning, once); any other failure of
+    either question is raised (the gate then starts sagas unstamped and asks again soon).
     """
+    global _root_only_warned
     service = client.workflow_service
     root, every = await asyncio.gather(
         service.describe_task_queue(
@@ -141,13 +155,23 @@ async def workflow_pollers(
     )
     if isinstance(root, BaseException):
         raise root
-    identities = [poller.identity for poller in root.pollers]
-    if isinstance(every, RPCError):
-        _log.debug("no enhanced description of %s: %s", task_queue, every)
-    elif isinstance(every, BaseException):
-        raise every
+    seen = dict.fromkeys(poller.identity for poller in root.pollers)
+    if isinstance(every, BaseException):
+        if not isinstance(every, RPCError) or every.status not in _NOT_SERVED:
+            raise every
+        versions = {}
     else:
-        for version in every.versions_info.values():
-            for kind in version.types_info.values():
-                identities += [p.identity for p in kind.pollers if p.identity not in identities]
-    return identities
+        versions = dict(every.versions_info)  # empty: a server that ignored the mode
+    if not versions:
+        if not _root_only_warned:
+            _root_only_warned = True
+            _log.warning(
+                "Temporal does not describe every partition of task queue %s: the generation "
+                "gate sees the pollers of its root partition only (docs/operations.md)",
+                task_queue,
+            )
+        return list(seen)
+    for version in versions.values():
+        for kind in version.types_info.values():
+            seen.update(dict.fromkeys(poller.identity for poller in kind.pollers))
+    return list(seen)

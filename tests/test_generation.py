@@ -14,25 +14,20 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.api.enums.v1 import DescribeTaskQueueMode, EventType
-from temporalio.api.taskqueue.v1 import PollerInfo
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, DescribeTaskQueueResponse
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from engine import Compensation, Saga, SagaClient, SagaStatus, Step
 from engine._client import _listed_status
-from engine._generation_gate import workflow_pollers
 from engine._patches import (
     GENERATION,
     GENERATION_MEMO,
@@ -389,32 +384,3 @@ async def test_a_server_that_cannot_list_workers_gets_unstamped_sagas_and_one_wa
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, caplog.text
     assert "without the generation stamp" in warnings[0].getMessage()
-
-
-class _OneDescription:
-    """A Temporal that gives the default description of a task queue (one poller) and refuses
-    the enhanced one, as a server that dropped the deprecated mode would."""
-
-    namespace = "default"
-
-    def __init__(self) -> None:
-        self.workflow_service = self
-        self.asked: list[int] = []
-
-    async def describe_task_queue(
-        self, request: DescribeTaskQueueRequest, timeout: timedelta | None = None
-    ) -> DescribeTaskQueueResponse:
-        self.asked.append(request.api_mode)
-        if request.api_mode == DescribeTaskQueueMode.DESCRIBE_TASK_QUEUE_MODE_ENHANCED:
-            raise RPCError("unknown mode", RPCStatusCode.INVALID_ARGUMENT, b"")
-        return DescribeTaskQueueResponse(pollers=[PollerInfo(identity="1@host sagas-generation=2")])
-
-
-async def test_without_the_enhanced_description_the_root_partitions_pollers_are_listed() -> None:
-    temporal = _OneDescription()
-    pollers = await workflow_pollers(cast(Any, temporal), "q")
-    assert pollers == ["1@host sagas-generation=2"]
-    assert sorted(temporal.asked) == [
-        DescribeTaskQueueMode.DESCRIBE_TASK_QUEUE_MODE_UNSPECIFIED,
-        DescribeTaskQueueMode.DESCRIBE_TASK_QUEUE_MODE_ENHANCED,
-    ]
