@@ -17,12 +17,7 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import FailureError
-from temporalio.worker import (
-    PollerBehaviorAutoscaling,
-    PollerBehaviorSimpleMaximum,
-    UnsandboxedWorkflowRunner,
-    Worker,
-)
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 with workflow.unsafe.imports_passed_through():
@@ -37,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         bench_reserve_hotel,
     )
     from engine import Compensation
+    from engine._worker import poller_behavior  # for --pollers, as the engine's workers poll
 
 STEPS = [
     ("reserve_flight", bench_reserve_flight, bench_cancel_flight),
@@ -116,10 +112,10 @@ async def serve(
 ) -> None:
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     polls: dict[str, Any] = {}  # None: the SDK's default (a fixed 5, one on the task queue)
-    if pollers == "auto":
-        polls["workflow_task_poller_behavior"] = PollerBehaviorAutoscaling()
-    elif pollers:
-        polls["workflow_task_poller_behavior"] = PollerBehaviorSimpleMaximum(int(pollers))
+    if pollers:  # the same mapping as the engine's workers
+        polls["workflow_task_poller_behavior"] = poller_behavior(
+            "auto" if pollers == "auto" else int(pollers)
+        )
     worker = Worker(
         client,
         task_queue=task_queue,
